@@ -1,0 +1,468 @@
+//! The boundary between Kafka and MongoDB: an Image API event (JSON) becomes an
+//! [`ImageChange`], i.e. the `$set` document with the producer DB's BSON types and the
+//! version that orders it against what is already stored.
+//!
+//! Everything the rest of the pipeline relies on is checked here, once: the `id` is an
+//! integer, `data` is hex, dates are dates. A value that fails is an [`EventError`], which
+//! the job dead-letters with [`EventError::reason`] as the machine-readable cause.
+//!
+//! Types follow what pymongo writes into the producer DB, because the Db Synchronizer and
+//! our `verify` compare against it: integers are Int32 when they fit (else Int64), `data`
+//! is Binary subtype 0, dates are BSON Date (UTC, millisecond precision), floats are
+//! Double, nulls stay null, unknown fields are kept (as extended JSON would decode them).
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use mongodb::bson::{self, Bson, Document, spec::BinarySubtype};
+use serde_json::{Map, Number, Value};
+
+/// One event, ready to be written: which image, what to `$set`, and how it is ordered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageChange {
+    /// The image's LIMS id (unique per plant collection).
+    pub id: i64,
+    /// Where this event stands in the image's history; see [`Version`].
+    pub version: Version,
+    /// The fields present in the event, converted to BSON, `id` included.
+    pub set: Document,
+}
+
+/// How an event is ordered against the stored document, from its `updated_at`.
+///
+/// The rule: an event is applied only if it is not older than what is stored, with a
+/// missing/null stored `updated_at` counting as "never updated" (the oldest state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// The event has no `updated_at` key at all (a partial update): it cannot be ordered,
+    /// so it is applied as it comes (last writer in partition order wins).
+    Unversioned,
+    /// `updated_at: null`: the image as created, never updated. It must not overwrite an
+    /// image that has since been updated (a replayed create event).
+    Initial,
+    /// `updated_at` at this instant: applied only over a stored `updated_at` that is null,
+    /// missing, or not later.
+    At(bson::DateTime),
+}
+
+/// Why a record value cannot become an [`ImageChange`]. Every variant is permanent:
+/// retrying the same bytes gives the same answer, so the job dead-letters them.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// Not UTF-8 JSON at all.
+    #[error("value is not valid JSON: {0}")]
+    InvalidJson(#[from] serde_json::Error),
+    /// JSON, but not an object.
+    #[error("value is JSON but not an object")]
+    NotAnObject,
+    /// No `id` key, or `id: null`.
+    #[error("event has no id")]
+    MissingId,
+    /// `id` is not a non-negative integer.
+    #[error("id must be a non-negative integer, got {0}")]
+    InvalidId(String),
+    /// `data` is not a hex string.
+    #[error("field {field:?} is not valid hex: {detail}")]
+    InvalidHex {
+        /// The field name.
+        field: &'static str,
+        /// What the hex decoder said.
+        detail: String,
+    },
+    /// A date field is not an ISO-8601 date-time.
+    #[error("field {field:?} is not an ISO-8601 date-time: {value:?}")]
+    InvalidDate {
+        /// The field name.
+        field: &'static str,
+        /// The offending value (cut to 64 characters).
+        value: String,
+    },
+    /// A known field has the wrong JSON type.
+    #[error("field {field:?} must be {expected}, got {got}")]
+    WrongType {
+        /// The field name.
+        field: String,
+        /// What LIMS sends there.
+        expected: &'static str,
+        /// A short description of what came.
+        got: String,
+    },
+    /// A field name MongoDB cannot store as a top-level field (`$…`, contains `.`, empty).
+    #[error("field name {0:?} cannot be stored")]
+    InvalidFieldName(String),
+}
+
+impl EventError {
+    /// A stable, machine-readable cause for dead-letter headers and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EventError::InvalidJson(_) => "invalid-json",
+            EventError::NotAnObject => "not-an-object",
+            EventError::MissingId => "missing-id",
+            EventError::InvalidId(_) => "invalid-id",
+            EventError::InvalidHex { .. } => "invalid-hex",
+            EventError::InvalidDate { .. } => "invalid-date",
+            EventError::WrongType { .. } => "wrong-type",
+            EventError::InvalidFieldName(_) => "invalid-field-name",
+        }
+    }
+}
+
+impl ImageChange {
+    /// Parses a record value (the Image API's JSON) into a change.
+    pub fn from_json_slice(value: &[u8]) -> Result<Self, EventError> {
+        match serde_json::from_slice::<Value>(value)? {
+            Value::Object(map) => Self::from_json_object(map),
+            _ => Err(EventError::NotAnObject),
+        }
+    }
+
+    /// Converts an already-decoded JSON object into a change.
+    pub fn from_json_object(map: Map<String, Value>) -> Result<Self, EventError> {
+        let id = match map.get("id") {
+            None | Some(Value::Null) => return Err(EventError::MissingId),
+            Some(value) => parse_id(value)?,
+        };
+        let mut version = Version::Unversioned;
+        let mut set = Document::new();
+        for (key, value) in map {
+            let bson = match key.as_str() {
+                // The consumer's `_id` is its own ObjectId, as in the batch synchronizer.
+                "_id" => continue,
+                "id" => int_bson(id),
+                "camera_id" => nullable(value, |v| {
+                    parse_int("camera_id", v).map(int_bson)
+                })?,
+                "data" => nullable(value, parse_hex)?,
+                "gps_coordinates" => nullable(value, parse_coordinates)?,
+                "created_at" => nullable(value, |v| {
+                    parse_date("created_at", &v).map(Bson::DateTime)
+                })?,
+                "updated_at" => {
+                    let bson = nullable(value, |v| {
+                        parse_date("updated_at", &v).map(Bson::DateTime)
+                    })?;
+                    version = match bson {
+                        Bson::DateTime(at) => Version::At(at),
+                        _ => Version::Initial,
+                    };
+                    bson
+                }
+                "is_active" | "is_deleted" => nullable(value, |v| match v {
+                    Value::Bool(b) => Ok(Bson::Boolean(b)),
+                    other => Err(wrong_type(&key, "a boolean", &other)),
+                })?,
+                "disease" => nullable(value, |v| match v {
+                    Value::String(s) => Ok(Bson::String(s)),
+                    other => Err(wrong_type(&key, "a string", &other)),
+                })?,
+                "percentage" => nullable(value, |v| match v {
+                    Value::Number(n) => Ok(Bson::Double(number_to_f64(&n))),
+                    other => Err(wrong_type(&key, "a number", &other)),
+                })?,
+                _ => extra_field(&key, value)?,
+            };
+            set.insert(key, bson);
+        }
+        Ok(ImageChange { id, version, set })
+    }
+
+    /// The `updated_at` of this event, if it carries one.
+    pub fn updated_at(&self) -> Option<bson::DateTime> {
+        match self.version {
+            Version::At(at) => Some(at),
+            Version::Initial | Version::Unversioned => None,
+        }
+    }
+
+    /// The newest timestamp the event carries (`updated_at`, else `created_at`): how old the
+    /// change is, for the end-to-end lag metric.
+    pub fn event_time(&self) -> Option<bson::DateTime> {
+        self.updated_at()
+            .or_else(|| self.set.get_datetime("created_at").ok().copied())
+    }
+
+    /// The filter that finds the stored image only if this event may overwrite it.
+    ///
+    /// Used with `upsert: true` and a unique index on `id`: when the image exists but is
+    /// newer, the filter matches nothing, the upsert tries to insert a second `id` and the
+    /// server answers E11000, which the repository reports as [`crate::WriteOutcome::Stale`].
+    pub fn guard_filter(&self) -> Document {
+        let id = int_bson(self.id);
+        match self.version {
+            Version::Unversioned => bson::doc! { "id": id },
+            Version::Initial => bson::doc! { "id": id, "updated_at": Bson::Null },
+            Version::At(at) => bson::doc! {
+                "id": id,
+                "$or": [ { "updated_at": { "$lte": at } }, { "updated_at": Bson::Null } ],
+            },
+        }
+    }
+
+    /// The update document: `$set` of exactly the fields the event carried.
+    pub fn update(&self) -> Document {
+        bson::doc! { "$set": self.set.clone() }
+    }
+}
+
+/// pymongo stores a Python int as Int32 when it fits, else Int64; so do we.
+pub fn int_bson(value: i64) -> Bson {
+    i32::try_from(value).map_or(Bson::Int64(value), Bson::Int32)
+}
+
+fn nullable(
+    value: Value,
+    parse: impl FnOnce(Value) -> Result<Bson, EventError>,
+) -> Result<Bson, EventError> {
+    match value {
+        Value::Null => Ok(Bson::Null),
+        other => parse(other),
+    }
+}
+
+fn parse_id(value: &Value) -> Result<i64, EventError> {
+    let id = parse_int("id", value.clone()).map_err(|_| EventError::InvalidId(brief(value)))?;
+    if id < 0 {
+        return Err(EventError::InvalidId(brief(value)));
+    }
+    Ok(id)
+}
+
+/// Integers as JSON numbers, integral floats (`3.0`) and decimal strings (`"3"`) are taken:
+/// be liberal in what you accept, as long as the meaning is unambiguous.
+fn parse_int(field: &str, value: Value) -> Result<i64, EventError> {
+    let parsed = match &value {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| {
+                    #[allow(clippy::cast_possible_truncation)] // integral and in range
+                    let i = f as i64;
+                    i
+                })
+        }),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    parsed.ok_or_else(|| wrong_type(field, "an integer", &value))
+}
+
+fn parse_hex(value: Value) -> Result<Bson, EventError> {
+    let Value::String(text) = value else {
+        return Err(wrong_type("data", "a hex string", &value));
+    };
+    let digits = text.strip_prefix("0x").unwrap_or(&text);
+    let bytes = hex::decode(digits).map_err(|e| EventError::InvalidHex {
+        field: "data",
+        detail: e.to_string(),
+    })?;
+    Ok(Bson::Binary(bson::Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    }))
+}
+
+fn parse_coordinates(value: Value) -> Result<Bson, EventError> {
+    let Value::Array(items) = value else {
+        return Err(wrong_type("gps_coordinates", "an array of numbers", &value));
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Number(n) => Ok(Bson::Double(number_to_f64(&n))),
+            other => Err(wrong_type("gps_coordinates", "an array of numbers", &other)),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Bson::Array)
+}
+
+/// Naive ISO strings (what Python's `datetime.isoformat()` gives) are UTC; strings with an
+/// offset or `Z` are converted to UTC. BSON dates hold milliseconds, as pymongo truncates.
+fn parse_date(field: &'static str, value: &Value) -> Result<bson::DateTime, EventError> {
+    let Value::String(text) = value else {
+        return Err(wrong_type(field, "an ISO-8601 date-time string", value));
+    };
+    let text = text.trim();
+    let utc = DateTime::parse_from_rfc3339(text)
+        .map(|dt| dt.with_timezone(&Utc))
+        .or_else(|_| {
+            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                .iter()
+                .find_map(|fmt| NaiveDateTime::parse_from_str(text, fmt).ok())
+                .map(|naive| naive.and_utc())
+                .ok_or(())
+        })
+        .map_err(|()| EventError::InvalidDate {
+            field,
+            value: text.chars().take(64).collect(),
+        })?;
+    Ok(bson::DateTime::from_millis(utc.timestamp_millis()))
+}
+
+fn extra_field(key: &str, value: Value) -> Result<Bson, EventError> {
+    if key.is_empty() || key.starts_with('$') || key.contains('.') || key.contains('\0') {
+        return Err(EventError::InvalidFieldName(key.chars().take(64).collect()));
+    }
+    // Integers keep pymongo's Int32/Int64 choice; everything else as extended JSON decodes.
+    if let Value::Number(n) = &value {
+        if let Some(i) = n.as_i64() {
+            return Ok(int_bson(i));
+        }
+    }
+    Bson::try_from(value).map_err(|e| EventError::WrongType {
+        field: key.chars().take(64).collect(),
+        expected: "a value MongoDB can store",
+        got: e.to_string(),
+    })
+}
+
+fn number_to_f64(n: &Number) -> f64 {
+    // serde_json numbers without arbitrary precision always have an f64 view.
+    n.as_f64().unwrap_or(f64::NAN)
+}
+
+fn wrong_type(field: &str, expected: &'static str, got: &Value) -> EventError {
+    EventError::WrongType {
+        field: field.to_owned(),
+        expected,
+        got: brief(got),
+    }
+}
+
+fn brief(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 64 {
+        format!("{}…", text.chars().take(64).collect::<String>())
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn change(value: &Value) -> Result<ImageChange, EventError> {
+        ImageChange::from_json_slice(value.to_string().as_bytes())
+    }
+
+    fn full_event() -> Value {
+        json!({
+            "id": 7, "camera_id": 2, "data": "ffd8ffe0",
+            "gps_coordinates": [48.47, 16], "created_at": "2023-10-08T15:39:49.123123",
+            "updated_at": null, "is_active": false, "is_deleted": false,
+            "disease": null, "percentage": null,
+        })
+    }
+
+    #[test]
+    fn a_full_create_event_gets_the_producer_db_types() {
+        let c = change(&full_event()).unwrap();
+        assert_eq!(c.id, 7);
+        assert_eq!(c.version, Version::Initial);
+        assert_eq!(c.set.get("id"), Some(&Bson::Int32(7)));
+        assert_eq!(c.set.get("camera_id"), Some(&Bson::Int32(2)));
+        let Some(Bson::Binary(bin)) = c.set.get("data") else {
+            panic!("data is not binary: {:?}", c.set.get("data"))
+        };
+        assert_eq!(bin.subtype, BinarySubtype::Generic);
+        assert_eq!(bin.bytes, vec![0xff, 0xd8, 0xff, 0xe0]);
+        assert_eq!(
+            c.set.get("gps_coordinates"),
+            Some(&Bson::Array(vec![Bson::Double(48.47), Bson::Double(16.0)]))
+        );
+        let created = c.set.get_datetime("created_at").unwrap();
+        assert_eq!(
+            created.try_to_rfc3339_string().unwrap(),
+            "2023-10-08T15:39:49.123Z"
+        );
+        assert_eq!(c.set.get("updated_at"), Some(&Bson::Null));
+        assert_eq!(c.set.get("disease"), Some(&Bson::Null));
+        assert_eq!(c.set.get("is_active"), Some(&Bson::Boolean(false)));
+        assert_eq!(c.event_time(), Some(*created));
+    }
+
+    #[test]
+    fn a_partial_update_sets_only_the_fields_it_carries() {
+        let c = change(&json!({"id": 3, "disease": "Healthy", "percentage": 0.995})).unwrap();
+        assert_eq!(c.version, Version::Unversioned);
+        let keys: Vec<&str> = c.set.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "disease", "percentage"]);
+        assert_eq!(c.guard_filter(), bson::doc! { "id": 3 });
+    }
+
+    #[test]
+    fn an_updated_at_orders_the_event_and_guards_the_write() {
+        let c = change(&json!({"id": 3, "updated_at": "2023-10-09T19:05:14.792000"})).unwrap();
+        let Version::At(at) = c.version else {
+            panic!("not versioned")
+        };
+        assert_eq!(at.timestamp_millis(), 1_696_878_314_792);
+        let filter = c.guard_filter();
+        assert!(filter.contains_key("$or"));
+        assert_eq!(c.update().get_document("$set").unwrap(), &c.set);
+    }
+
+    #[test]
+    fn dates_with_offsets_spaces_or_z_are_converted_to_utc() {
+        for text in [
+            "2023-10-09T21:05:14.792+02:00",
+            "2023-10-09T19:05:14.792Z",
+            "2023-10-09 19:05:14.792",
+        ] {
+            let c = change(&json!({"id": 1, "updated_at": text})).unwrap();
+            assert_eq!(
+                c.updated_at().unwrap().timestamp_millis(),
+                1_696_878_314_792,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn liberal_ids_are_accepted_when_unambiguous() {
+        assert_eq!(change(&json!({"id": "12"})).unwrap().id, 12);
+        assert_eq!(change(&json!({"id": 12.0})).unwrap().id, 12);
+        assert_eq!(
+            change(&json!({"id": 5_000_000_000_i64})).unwrap().set.get("id"),
+            Some(&Bson::Int64(5_000_000_000))
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_and_underscore_id_is_dropped() {
+        let c = change(&json!({"id": 1, "_id": "abc", "label": "x", "n": 3, "nested": {"a": [1]}}))
+            .unwrap();
+        assert!(!c.set.contains_key("_id"));
+        assert_eq!(c.set.get_str("label").unwrap(), "x");
+        assert_eq!(c.set.get("n"), Some(&Bson::Int32(3)));
+        assert!(c.set.get_document("nested").is_ok());
+    }
+
+    #[test]
+    fn every_kind_of_bad_event_is_rejected_with_its_own_reason() {
+        let cases: Vec<(&[u8], &str)> = vec![
+            (b"{not json", "invalid-json"),
+            (b"\xff\xfe", "invalid-json"),
+            (b"[1,2]", "not-an-object"),
+            (br#"{"camera_id": 1}"#, "missing-id"),
+            (br#"{"id": null}"#, "missing-id"),
+            (br#"{"id": "seven"}"#, "invalid-id"),
+            (br#"{"id": 1.5}"#, "invalid-id"),
+            (br#"{"id": -1}"#, "invalid-id"),
+            (br#"{"id": 1, "data": "zz"}"#, "invalid-hex"),
+            (br#"{"id": 1, "data": "abc"}"#, "invalid-hex"),
+            (br#"{"id": 1, "created_at": "yesterday"}"#, "invalid-date"),
+            (br#"{"id": 1, "updated_at": 12}"#, "wrong-type"),
+            (br#"{"id": 1, "is_active": "yes"}"#, "wrong-type"),
+            (br#"{"id": 1, "gps_coordinates": [1, "a"]}"#, "wrong-type"),
+            (br#"{"id": 1, "percentage": "high"}"#, "wrong-type"),
+            (br#"{"id": 1, "data": 5}"#, "wrong-type"),
+            (br#"{"id": 1, "$set": {}}"#, "invalid-field-name"),
+            (br#"{"id": 1, "a.b": 1}"#, "invalid-field-name"),
+        ];
+        for (bytes, reason) in cases {
+            let err = ImageChange::from_json_slice(bytes).unwrap_err();
+            assert_eq!(err.reason(), reason, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+}

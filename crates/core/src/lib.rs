@@ -1,0 +1,22 @@
+//! Shared model of leafsync: what a LIMS leaf image is, how an Image API event becomes a
+//! MongoDB update, and the repository both binaries use to read and write the consumer DB.
+//!
+//! # Layout
+//! - [`plant`]: the three plant types and their LIMS collection names.
+//! - [`event`]: the boundary parser, Kafka record value (Image API JSON) → [`event::ImageChange`].
+//! - [`view`]: the reverse direction, a stored document → the Image API's JSON shape.
+//! - [`repo`]: [`repo::ImageRepository`], batched order-safe upserts and the read queries.
+//! - [`mongo`]: connecting, and deciding which Mongo errors are worth retrying.
+
+pub mod event;
+pub mod mongo;
+pub mod plant;
+pub mod repo;
+pub mod view;
+
+pub use event::{EventError, ImageChange, Version};
+pub use plant::{PlantType, UnknownPlant};
+pub use repo::{ImageFilter, ImageRepository, RepoError, Write, WriteOutcome, WritePath};
+
+/// The consumer database LIMS's Db Synchronizer writes to, and so do we.
+pub const CONSUMER_DB: &str = "imagedbplantconsumer";

@@ -1,0 +1,90 @@
+//! Connecting to MongoDB and the one place that decides whether a Mongo error is worth
+//! retrying (the job retries those forever with backoff, and dead-letters nothing for them).
+
+use std::time::Duration;
+
+use mongodb::{
+    Client,
+    error::{Error, ErrorKind, WriteFailure},
+    options::ClientOptions,
+};
+
+/// Server error codes that mean "not now", not "never": elections, shutdowns, network,
+/// timeouts, write conflicts. Everything else a server answers is taken as permanent.
+const RETRIABLE_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    24,    // LockTimeout
+    50,    // MaxTimeMSExpired
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    112,   // WriteConflict
+    117,   // ConflictingOperationInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+    64,    // WriteConcernFailed
+    10058, // LegacyNotPrimary
+];
+
+/// The server's code for a duplicate key: with our guard filter it means "stale event".
+pub const DUPLICATE_KEY: i32 = 11000;
+
+/// Whether a server error code is transient.
+pub fn is_retriable_code(code: i32) -> bool {
+    RETRIABLE_CODES.contains(&code)
+}
+
+/// Whether retrying the same operation later may succeed. Network, selection, pool and
+/// timeout failures are; so are the transient server codes above and write-concern errors.
+pub fn is_retriable(err: &Error) -> bool {
+    if err.contains_label("RetryableWriteError")
+        || err.contains_label("TransientTransactionError")
+        || err.contains_label("ResetPool")
+    {
+        return true;
+    }
+    match err.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Internal { .. }
+        | ErrorKind::InvalidResponse { .. } => true,
+        ErrorKind::Command(cmd) => is_retriable_code(cmd.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
+        ErrorKind::Write(WriteFailure::WriteError(we)) => is_retriable_code(we.code),
+        ErrorKind::BulkWrite(bw) => !bw.write_concern_errors.is_empty(),
+        _ => false,
+    }
+}
+
+/// Builds a client with short, explicit timeouts so an unreachable server shows up as a
+/// retriable error within seconds instead of hanging a batch for the driver's default 30 s.
+pub async fn connect(uri: &str, app_name: &str) -> Result<Client, Error> {
+    let mut options = ClientOptions::parse(uri).await?;
+    options.app_name = Some(app_name.to_owned());
+    options
+        .server_selection_timeout
+        .get_or_insert(Duration::from_secs(5));
+    options.connect_timeout.get_or_insert(Duration::from_secs(5));
+    Client::with_options(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elections_and_timeouts_are_retriable_but_duplicate_keys_are_not() {
+        assert!(is_retriable_code(10107));
+        assert!(is_retriable_code(91));
+        assert!(!is_retriable_code(DUPLICATE_KEY));
+        assert!(!is_retriable_code(2)); // BadValue
+    }
+}

@@ -1,0 +1,176 @@
+//! The repository against a real MongoDB wire server (SecantusDB under `scripts/test.sh`),
+//! each test in a database of its own, on both write paths.
+
+use leafsync_core::{
+    ImageChange, ImageFilter, ImageRepository, Write, WriteOutcome, WritePath, view::image_json,
+};
+use leafsync_test_support::{mongo_client, unique_name};
+use mongodb::bson::{Bson, Document, spec::BinarySubtype};
+use serde_json::{Value, json};
+
+const COLL: &str = "imagecolplantpotato";
+
+async fn repository(path: WritePath) -> ImageRepository {
+    let repo = ImageRepository::new(mongo_client().await, &unique_name("core"), path);
+    repo.ensure_indexes(&[COLL]).await.expect("unique index on id");
+    repo
+}
+
+fn write(event: &Value) -> Write {
+    Write {
+        collection: COLL.to_owned(),
+        change: ImageChange::from_json_slice(event.to_string().as_bytes()).expect("valid event"),
+    }
+}
+
+fn created(id: i64) -> Value {
+    json!({
+        "id": id, "camera_id": 1, "data": "ffd8ffe000104a464946",
+        "gps_coordinates": [48.47, 16.58], "created_at": "2023-10-08T15:39:49.123123",
+        "updated_at": null, "is_active": false, "is_deleted": false,
+        "disease": null, "percentage": null,
+    })
+}
+
+async fn stored(repo: &ImageRepository, id: i64) -> Document {
+    repo.find_by_id(COLL, id).await.unwrap().expect("image is stored")
+}
+
+#[tokio::test]
+async fn an_upserted_image_has_the_producer_db_bson_types() {
+    let repo = repository(WritePath::Auto).await;
+    let outcomes = repo.apply(&[write(&created(1))]).await.unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Inserted]);
+
+    let doc = stored(&repo, 1).await;
+    assert!(matches!(doc.get("_id"), Some(Bson::ObjectId(_))));
+    assert_eq!(doc.get("id"), Some(&Bson::Int32(1)));
+    assert_eq!(doc.get("camera_id"), Some(&Bson::Int32(1)));
+    match doc.get("data") {
+        Some(Bson::Binary(bin)) => {
+            assert_eq!(bin.subtype, BinarySubtype::Generic);
+            assert_eq!(bin.bytes[..4], [0xff, 0xd8, 0xff, 0xe0]);
+        }
+        other => panic!("data is not Binary: {other:?}"),
+    }
+    assert!(matches!(doc.get("created_at"), Some(Bson::DateTime(_))));
+    assert_eq!(doc.get("updated_at"), Some(&Bson::Null));
+    assert_eq!(
+        doc.get("gps_coordinates"),
+        Some(&Bson::Array(vec![Bson::Double(48.47), Bson::Double(16.58)]))
+    );
+    let mut expected = created(1);
+    expected["created_at"] = json!("2023-10-08T15:39:49.123000");
+    assert_eq!(image_json(&doc), expected);
+}
+
+async fn replays_updates_and_stale_events_are_told_apart(path: WritePath) {
+    let repo = repository(path).await;
+    let update = json!({"id": 2, "is_active": true, "updated_at": "2023-10-09T10:00:00"});
+    let older = json!({"id": 2, "is_active": false, "updated_at": "2023-10-09T09:00:00"});
+    let partial = json!({"id": 2, "disease": "Healthy", "percentage": 0.995});
+
+    let outcomes = repo.apply(&[write(&created(2))]).await.unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Inserted]);
+    let outcomes = repo.apply(&[write(&created(2))]).await.unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Unchanged], "a replayed create changes nothing");
+    let outcomes = repo.apply(&[write(&update)]).await.unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Updated]);
+    let outcomes = repo.apply(&[write(&update), write(&older), write(&created(2))]).await.unwrap();
+    assert_eq!(
+        outcomes,
+        [WriteOutcome::Unchanged, WriteOutcome::Stale, WriteOutcome::Stale],
+        "an older update and a replayed create never move the image backwards"
+    );
+    let outcomes = repo.apply(&[write(&partial)]).await.unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Updated], "an unversioned partial update applies");
+
+    let doc = stored(&repo, 2).await;
+    assert_eq!(doc.get_bool("is_active").unwrap(), true);
+    assert_eq!(doc.get_str("disease").unwrap(), "Healthy");
+    assert!(doc.get_datetime("updated_at").is_ok());
+    assert_eq!(doc.get_i32("camera_id").unwrap(), 1, "fields absent from updates are kept");
+    let outcomes = repo.apply(&[write(&json!({"id": 2, "is_deleted": true, "updated_at": "2023-10-10T00:00:00"}))]).await.unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Updated], "a soft delete is an update");
+    assert_eq!(stored(&repo, 2).await.get_bool("is_deleted").unwrap(), true);
+}
+
+#[tokio::test]
+async fn replays_updates_and_stale_events_are_told_apart_with_bulk_write() {
+    replays_updates_and_stale_events_are_told_apart(WritePath::BulkWrite).await;
+}
+
+#[tokio::test]
+async fn replays_updates_and_stale_events_are_told_apart_with_the_update_command() {
+    replays_updates_and_stale_events_are_told_apart(WritePath::UpdateCommand).await;
+}
+
+async fn one_batch_keeps_each_images_events_in_order(path: WritePath) {
+    let repo = repository(path).await;
+    let batch = [
+        write(&created(10)),
+        write(&created(11)),
+        write(&json!({"id": 10, "is_active": true})),
+        write(&json!({"id": 10, "is_active": false})),
+        write(&json!({"id": 11, "disease": "Late blight", "updated_at": "2024-01-01T00:00:00"})),
+        write(&json!({"id": 10, "camera_id": 4})),
+    ];
+    let outcomes = repo.apply(&batch).await.unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            WriteOutcome::Inserted,
+            WriteOutcome::Inserted,
+            WriteOutcome::Updated,
+            WriteOutcome::Updated,
+            WriteOutcome::Updated,
+            WriteOutcome::Updated,
+        ]
+    );
+    let ten = stored(&repo, 10).await;
+    assert_eq!(ten.get_bool("is_active").unwrap(), false, "the last event wins");
+    assert_eq!(ten.get_i32("camera_id").unwrap(), 4);
+    assert_eq!(stored(&repo, 11).await.get_str("disease").unwrap(), "Late blight");
+    assert_eq!(repo.count(COLL, ImageFilter { include_deleted: true, ..Default::default() }).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn one_batch_keeps_each_images_events_in_order_with_bulk_write() {
+    one_batch_keeps_each_images_events_in_order(WritePath::BulkWrite).await;
+}
+
+#[tokio::test]
+async fn one_batch_keeps_each_images_events_in_order_with_the_update_command() {
+    one_batch_keeps_each_images_events_in_order(WritePath::UpdateCommand).await;
+}
+
+#[tokio::test]
+async fn counts_lists_and_picks_honour_the_filters() {
+    let repo = repository(WritePath::Auto).await;
+    let mut batch = Vec::new();
+    for id in 1..=6 {
+        let mut event = created(id);
+        event["is_active"] = json!(id % 2 == 0);
+        event["disease"] = if id <= 2 { json!("Healthy") } else { Value::Null };
+        event["is_deleted"] = json!(id == 6);
+        batch.push(write(&event));
+    }
+    repo.apply(&batch).await.unwrap();
+
+    let all = ImageFilter { include_deleted: true, ..Default::default() };
+    let live = ImageFilter::default();
+    let active = ImageFilter { is_active: Some(true), ..Default::default() };
+    let diseased = ImageFilter { has_disease: Some(true), ..Default::default() };
+    assert_eq!(repo.count(COLL, all).await.unwrap(), 6);
+    assert_eq!(repo.count(COLL, live).await.unwrap(), 5);
+    assert_eq!(repo.count(COLL, active).await.unwrap(), 2, "ids 2 and 4; 6 is deleted");
+    assert_eq!(repo.count(COLL, diseased).await.unwrap(), 2);
+
+    let page = repo.list(COLL, 3, 2, live).await.unwrap();
+    let ids: Vec<i32> = page.iter().map(|d| d.get_i32("id").unwrap()).collect();
+    assert_eq!(ids, [3, 4]);
+    let third = repo.nth(COLL, active, 1).await.unwrap().unwrap();
+    assert_eq!(third.get_i32("id").unwrap(), 4);
+    assert!(repo.nth(COLL, active, 2).await.unwrap().is_none());
+    assert!(repo.find_by_id(COLL, 99).await.unwrap().is_none());
+}

@@ -1,0 +1,95 @@
+//! Helpers every integration test uses to reach the real local services (SecantusDB and
+//! tansu, started by `scripts/`) under names of its own, so tests never share state.
+//!
+//! Addresses come from `LEAFSYNC_TEST_MONGO_URI` and `LEAFSYNC_TEST_KAFKA_BROKERS`, which
+//! `scripts/test.sh` exports. When a service does not answer, the helpers panic with a
+//! message saying how to start it: an integration test never skips silently.
+
+use std::time::Duration;
+
+use rand::Rng;
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+};
+
+/// The MongoDB wire server the tests use.
+pub fn mongo_uri() -> String {
+    std::env::var("LEAFSYNC_TEST_MONGO_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
+}
+
+/// The Kafka-protocol broker the tests use.
+pub fn kafka_brokers() -> String {
+    std::env::var("LEAFSYNC_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// `prefix_` followed by 12 random lowercase letters and digits: a database, topic or
+/// group name no other test (or earlier run) uses.
+pub fn unique_name(prefix: &str) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..12)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect();
+    format!("{prefix}_{suffix}")
+}
+
+/// A client for [`mongo_uri`], checked with a `ping`; panics with a hint when unreachable.
+pub async fn mongo_client() -> mongodb::Client {
+    let uri = mongo_uri();
+    let mut options = mongodb::options::ClientOptions::parse(&uri)
+        .await
+        .expect("LEAFSYNC_TEST_MONGO_URI is not a valid MongoDB URI");
+    options.server_selection_timeout = Some(Duration::from_secs(5));
+    let client = mongodb::Client::with_options(options).expect("mongodb client options");
+    if let Err(e) = client
+        .database("admin")
+        .run_command(mongodb::bson::doc! { "ping": 1 })
+        .await
+    {
+        panic!(
+            "MongoDB test server at {uri} is unreachable ({e}). Run the tests with scripts/test.sh, \
+             or start it with scripts/mongo-start.sh and export LEAFSYNC_TEST_MONGO_URI."
+        );
+    }
+    client
+}
+
+/// Base librdkafka settings for [`kafka_brokers`].
+pub fn kafka_config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", kafka_brokers())
+        .set("broker.address.family", "v4");
+    config
+}
+
+/// Creates `name` with `partitions` partitions on the test broker; panics with a hint
+/// when the broker is unreachable or refuses.
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = kafka_config()
+        .create()
+        .expect("kafka admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let result = tokio::time::timeout(Duration::from_secs(20), admin.create_topics([&topic], &options)).await;
+    match result {
+        Ok(Ok(results)) => {
+            for r in results {
+                if let Err((topic, code)) = r {
+                    panic!("creating topic {topic} failed: {code}");
+                }
+            }
+        }
+        Ok(Err(e)) => panic!(
+            "Kafka test broker at {} refused CreateTopics ({e}). Run the tests with scripts/test.sh.",
+            kafka_brokers()
+        ),
+        Err(_) => panic!(
+            "Kafka test broker at {} did not answer within 20 s. Run the tests with scripts/test.sh, \
+             or start it with scripts/kafka-start.sh and export LEAFSYNC_TEST_KAFKA_BROKERS.",
+            kafka_brokers()
+        ),
+    }
+}

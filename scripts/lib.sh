@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Shared helpers for the service scripts: paths, pid files, waiting for a port.
+# Sourced, never run. Every path and port can be overridden by the environment.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+: "${LEAFSYNC_CACHE_DIR:=$ROOT/.cache}"
+: "${LEAFSYNC_DATA_DIR:=$ROOT/.data/local}"
+: "${LEAFSYNC_RUN_DIR:=$ROOT/.run}"
+: "${LEAFSYNC_MONGO_PORT:=27017}"
+: "${LEAFSYNC_KAFKA_PORT:=9092}"
+: "${LEAFSYNC_TOPICS:=potato tomato pepper}"
+: "${LEAFSYNC_TOPIC_PARTITIONS:=3}"
+: "${LEAFSYNC_DLQ_TOPIC:=leafsync-dead-letter}"
+SECANTUS_VERSION="0.7.0b3"
+TANSU_VERSION="0.6.0"
+# Relative overrides are taken from the repository root, whatever the caller's directory.
+abs() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$ROOT" "$1" ;; esac; }
+LEAFSYNC_CACHE_DIR=$(abs "$LEAFSYNC_CACHE_DIR")
+LEAFSYNC_DATA_DIR=$(abs "$LEAFSYNC_DATA_DIR")
+LEAFSYNC_RUN_DIR=$(abs "$LEAFSYNC_RUN_DIR")
+export LEAFSYNC_CACHE_DIR LEAFSYNC_DATA_DIR LEAFSYNC_RUN_DIR LEAFSYNC_MONGO_PORT LEAFSYNC_KAFKA_PORT
+
+log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_port PORT SECONDS PID: wait until PORT answers; fail early if PID died.
+wait_port() {
+  local port=$1 seconds=$2 pid=${3:-} i
+  for ((i = 0; i < seconds * 10; i++)); do
+    port_open "$port" && return 0
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      return 1
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# pid_alive FILE: true when FILE names a running process.
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop_pid NAME FILE: SIGTERM the process in FILE, wait up to 15 s, then SIGKILL.
+stop_pid() {
+  local name=$1 file=$2 pid i
+  if ! pid_alive "$file"; then
+    rm -f "$file"
+    log "$name is not running (no live pid in $file)"
+    return 0
+  fi
+  pid=$(cat "$file")
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name (pid $pid) ignored SIGTERM for 15 s; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+  log "stopped $name (pid $pid)"
+}
