@@ -128,18 +128,15 @@ impl ImageChange {
                 // The consumer's `_id` is its own ObjectId, as in the batch synchronizer.
                 "_id" => continue,
                 "id" => int_bson(id),
-                "camera_id" => nullable(value, |v| {
-                    parse_int("camera_id", v).map(int_bson)
-                })?,
+                "camera_id" => nullable(value, |v| parse_int("camera_id", &v).map(int_bson))?,
                 "data" => nullable(value, parse_hex)?,
                 "gps_coordinates" => nullable(value, parse_coordinates)?,
-                "created_at" => nullable(value, |v| {
-                    parse_date("created_at", &v).map(Bson::DateTime)
-                })?,
+                "created_at" => {
+                    nullable(value, |v| parse_date("created_at", &v).map(Bson::DateTime))?
+                }
                 "updated_at" => {
-                    let bson = nullable(value, |v| {
-                        parse_date("updated_at", &v).map(Bson::DateTime)
-                    })?;
+                    let bson =
+                        nullable(value, |v| parse_date("updated_at", &v).map(Bson::DateTime))?;
                     version = match bson {
                         Bson::DateTime(at) => Version::At(at),
                         _ => Version::Initial,
@@ -219,7 +216,7 @@ fn nullable(
 }
 
 fn parse_id(value: &Value) -> Result<i64, EventError> {
-    let id = parse_int("id", value.clone()).map_err(|_| EventError::InvalidId(brief(value)))?;
+    let id = parse_int("id", value).map_err(|_| EventError::InvalidId(brief(value)))?;
     if id < 0 {
         return Err(EventError::InvalidId(brief(value)));
     }
@@ -228,8 +225,8 @@ fn parse_id(value: &Value) -> Result<i64, EventError> {
 
 /// Integers as JSON numbers, integral floats (`3.0`) and decimal strings (`"3"`) are taken:
 /// be liberal in what you accept, as long as the meaning is unambiguous.
-fn parse_int(field: &str, value: Value) -> Result<i64, EventError> {
-    let parsed = match &value {
+fn parse_int(field: &str, value: &Value) -> Result<i64, EventError> {
+    let parsed = match value {
         Value::Number(n) => n.as_i64().or_else(|| {
             n.as_f64()
                 .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
@@ -242,7 +239,7 @@ fn parse_int(field: &str, value: Value) -> Result<i64, EventError> {
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     };
-    parsed.ok_or_else(|| wrong_type(field, "an integer", &value))
+    parsed.ok_or_else(|| wrong_type(field, "an integer", value))
 }
 
 fn parse_hex(value: Value) -> Result<Bson, EventError> {
@@ -423,7 +420,10 @@ mod tests {
         assert_eq!(change(&json!({"id": "12"})).unwrap().id, 12);
         assert_eq!(change(&json!({"id": 12.0})).unwrap().id, 12);
         assert_eq!(
-            change(&json!({"id": 5_000_000_000_i64})).unwrap().set.get("id"),
+            change(&json!({"id": 5_000_000_000_i64}))
+                .unwrap()
+                .set
+                .get("id"),
             Some(&Bson::Int64(5_000_000_000))
         );
     }

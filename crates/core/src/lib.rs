@@ -3,15 +3,19 @@
 //!
 //! # Layout
 //! - [`plant`]: the three plant types and their LIMS collection names.
+//! - [`env`]: typed configuration from `LEAFSYNC_*` variables, errors naming the variable.
 //! - [`event`]: the boundary parser, Kafka record value (Image API JSON) → [`event::ImageChange`].
 //! - [`view`]: the reverse direction, a stored document → the Image API's JSON shape.
 //! - [`repo`]: [`repo::ImageRepository`], batched order-safe upserts and the read queries.
 //! - [`mongo`]: connecting, and deciding which Mongo errors are worth retrying.
+//! - [`runtime`]: logging set-up and the shutdown signal both binaries share.
 
+pub mod env;
 pub mod event;
 pub mod mongo;
 pub mod plant;
 pub mod repo;
+pub mod runtime;
 pub mod view;
 
 pub use event::{EventError, ImageChange, Version};

@@ -55,9 +55,9 @@ pub fn is_retriable(err: &Error) -> bool {
         | ErrorKind::ServerSelection { .. }
         | ErrorKind::DnsResolve { .. }
         | ErrorKind::Internal { .. }
-        | ErrorKind::InvalidResponse { .. } => true,
+        | ErrorKind::InvalidResponse { .. }
+        | ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
         ErrorKind::Command(cmd) => is_retriable_code(cmd.code),
-        ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
         ErrorKind::Write(WriteFailure::WriteError(we)) => is_retriable_code(we.code),
         ErrorKind::BulkWrite(bw) => !bw.write_concern_errors.is_empty(),
         _ => false,
@@ -72,7 +72,9 @@ pub async fn connect(uri: &str, app_name: &str) -> Result<Client, Error> {
     options
         .server_selection_timeout
         .get_or_insert(Duration::from_secs(5));
-    options.connect_timeout.get_or_insert(Duration::from_secs(5));
+    options
+        .connect_timeout
+        .get_or_insert(Duration::from_secs(5));
     Client::with_options(options)
 }
 

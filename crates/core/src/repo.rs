@@ -233,7 +233,11 @@ impl ImageRepository {
 
     /// One image by id.
     #[tracing::instrument(skip(self), level = "debug")]
-    pub async fn find_by_id(&self, collection: &str, id: i64) -> Result<Option<Document>, RepoError> {
+    pub async fn find_by_id(
+        &self,
+        collection: &str,
+        id: i64,
+    ) -> Result<Option<Document>, RepoError> {
         Ok(self
             .db
             .collection::<Document>(collection)
@@ -324,7 +328,11 @@ impl ImageRepository {
 
     /// Runs the statements `idxs` of `writes` as one unordered bulk. A duplicate-key
     /// statement comes back as [`WriteOutcome::Stale`]; [`Self::apply`] retries those once.
-    async fn execute(&self, writes: &[Write], idxs: &[usize]) -> Result<Vec<WriteOutcome>, RepoError> {
+    async fn execute(
+        &self,
+        writes: &[Write],
+        idxs: &[usize],
+    ) -> Result<Vec<WriteOutcome>, RepoError> {
         let result = if self.bulk_write_supported().await? {
             self.execute_bulk_write(writes, idxs).await
         } else {
@@ -347,7 +355,11 @@ impl ImageRepository {
         }
     }
 
-    async fn execute_bulk_write(&self, writes: &[Write], idxs: &[usize]) -> Result<Vec<WriteOutcome>, RepoError> {
+    async fn execute_bulk_write(
+        &self,
+        writes: &[Write],
+        idxs: &[usize],
+    ) -> Result<Vec<WriteOutcome>, RepoError> {
         let models = idxs.iter().map(|&i| {
             let w = &writes[i];
             UpdateOneModel::builder()
@@ -357,12 +369,20 @@ impl ImageRepository {
                 .upsert(true)
                 .build()
         });
-        let (results, errors) = match self.client.bulk_write(models).ordered(false).verbose_results().await {
+        let (results, errors) = match self
+            .client
+            .bulk_write(models)
+            .ordered(false)
+            .verbose_results()
+            .await
+        {
             Ok(verbose) => (verbose.update_results, HashMap::new()),
             Err(e) => {
                 let interrupted = std::error::Error::source(&e).is_some();
                 match e.kind.as_ref() {
-                    ErrorKind::BulkWrite(bw) if !interrupted && bw.write_concern_errors.is_empty() => {
+                    ErrorKind::BulkWrite(bw)
+                        if !interrupted && bw.write_concern_errors.is_empty() =>
+                    {
                         let results = match &bw.partial_result {
                             Some(mongodb::error::PartialBulkWriteResult::Verbose(v)) => {
                                 v.update_results.clone()
@@ -398,7 +418,11 @@ impl ImageRepository {
     /// The pre-8.0 path: one `update` command per collection. The reply lists upserts and
     /// errors per statement but only a total `nModified`, so a mixed batch reports its
     /// matched statements as `Updated` (exact when all or none changed).
-    async fn execute_update_command(&self, writes: &[Write], idxs: &[usize]) -> Result<Vec<WriteOutcome>, RepoError> {
+    async fn execute_update_command(
+        &self,
+        writes: &[Write],
+        idxs: &[usize],
+    ) -> Result<Vec<WriteOutcome>, RepoError> {
         let mut by_collection: Vec<(&str, Vec<usize>)> = Vec::new();
         for (k, &i) in idxs.iter().enumerate() {
             let name = writes[i].collection.as_str();
@@ -421,7 +445,9 @@ impl ImageRepository {
                 .collect();
             let reply = self
                 .db
-                .run_command(bson::doc! { "update": collection, "updates": updates, "ordered": false })
+                .run_command(
+                    bson::doc! { "update": collection, "updates": updates, "ordered": false },
+                )
                 .await?;
             if let Ok(wce) = reply.get_document("writeConcernError") {
                 return Err(RepoError::TransientWrite {
@@ -467,7 +493,9 @@ fn rounds(writes: &[Write]) -> Vec<Vec<usize>> {
     let mut seen: HashMap<(&str, i64), usize> = HashMap::new();
     let mut rounds: Vec<Vec<usize>> = Vec::new();
     for (i, w) in writes.iter().enumerate() {
-        let n = seen.entry((w.collection.as_str(), w.change.id)).or_insert(0);
+        let n = seen
+            .entry((w.collection.as_str(), w.change.id))
+            .or_insert(0);
         if rounds.len() <= *n {
             rounds.push(Vec::new());
         }
@@ -502,7 +530,10 @@ fn command_code(e: &Error) -> Option<i32> {
 
 fn reply_index(entry: &Bson) -> Option<usize> {
     match entry {
-        Bson::Document(d) => d.get("index").and_then(bson_as_i64).and_then(|i| usize::try_from(i).ok()),
+        Bson::Document(d) => d
+            .get("index")
+            .and_then(bson_as_i64)
+            .and_then(|i| usize::try_from(i).ok()),
         _ => None,
     }
 }
@@ -562,7 +593,11 @@ mod tests {
     #[test]
     fn duplicate_keys_are_collisions_and_only_transient_codes_are_errors() {
         assert_eq!(statement_error(11000, "dup").unwrap(), WriteOutcome::Stale);
-        assert!(statement_error(10107, "not primary").unwrap_err().is_retriable());
+        assert!(
+            statement_error(10107, "not primary")
+                .unwrap_err()
+                .is_retriable()
+        );
         assert_eq!(
             statement_error(10334, "too large").unwrap(),
             WriteOutcome::Rejected {

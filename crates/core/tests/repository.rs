@@ -12,7 +12,9 @@ const COLL: &str = "imagecolplantpotato";
 
 async fn repository(path: WritePath) -> ImageRepository {
     let repo = ImageRepository::new(mongo_client().await, &unique_name("core"), path);
-    repo.ensure_indexes(&[COLL]).await.expect("unique index on id");
+    repo.ensure_indexes(&[COLL])
+        .await
+        .expect("unique index on id");
     repo
 }
 
@@ -33,7 +35,10 @@ fn created(id: i64) -> Value {
 }
 
 async fn stored(repo: &ImageRepository, id: i64) -> Document {
-    repo.find_by_id(COLL, id).await.unwrap().expect("image is stored")
+    repo.find_by_id(COLL, id)
+        .await
+        .unwrap()
+        .expect("image is stored")
 }
 
 #[tokio::test]
@@ -73,26 +78,54 @@ async fn replays_updates_and_stale_events_are_told_apart(path: WritePath) {
     let outcomes = repo.apply(&[write(&created(2))]).await.unwrap();
     assert_eq!(outcomes, [WriteOutcome::Inserted]);
     let outcomes = repo.apply(&[write(&created(2))]).await.unwrap();
-    assert_eq!(outcomes, [WriteOutcome::Unchanged], "a replayed create changes nothing");
-    let outcomes = repo.apply(&[write(&update)]).await.unwrap();
-    assert_eq!(outcomes, [WriteOutcome::Updated]);
-    let outcomes = repo.apply(&[write(&update), write(&older), write(&created(2))]).await.unwrap();
     assert_eq!(
         outcomes,
-        [WriteOutcome::Unchanged, WriteOutcome::Stale, WriteOutcome::Stale],
+        [WriteOutcome::Unchanged],
+        "a replayed create changes nothing"
+    );
+    let outcomes = repo.apply(&[write(&update)]).await.unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Updated]);
+    let outcomes = repo
+        .apply(&[write(&update), write(&older), write(&created(2))])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            WriteOutcome::Unchanged,
+            WriteOutcome::Stale,
+            WriteOutcome::Stale
+        ],
         "an older update and a replayed create never move the image backwards"
     );
     let outcomes = repo.apply(&[write(&partial)]).await.unwrap();
-    assert_eq!(outcomes, [WriteOutcome::Updated], "an unversioned partial update applies");
+    assert_eq!(
+        outcomes,
+        [WriteOutcome::Updated],
+        "an unversioned partial update applies"
+    );
 
     let doc = stored(&repo, 2).await;
-    assert_eq!(doc.get_bool("is_active").unwrap(), true);
+    assert!(doc.get_bool("is_active").unwrap());
     assert_eq!(doc.get_str("disease").unwrap(), "Healthy");
     assert!(doc.get_datetime("updated_at").is_ok());
-    assert_eq!(doc.get_i32("camera_id").unwrap(), 1, "fields absent from updates are kept");
-    let outcomes = repo.apply(&[write(&json!({"id": 2, "is_deleted": true, "updated_at": "2023-10-10T00:00:00"}))]).await.unwrap();
-    assert_eq!(outcomes, [WriteOutcome::Updated], "a soft delete is an update");
-    assert_eq!(stored(&repo, 2).await.get_bool("is_deleted").unwrap(), true);
+    assert_eq!(
+        doc.get_i32("camera_id").unwrap(),
+        1,
+        "fields absent from updates are kept"
+    );
+    let outcomes = repo
+        .apply(&[write(
+            &json!({"id": 2, "is_deleted": true, "updated_at": "2023-10-10T00:00:00"}),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [WriteOutcome::Updated],
+        "a soft delete is an update"
+    );
+    assert!(stored(&repo, 2).await.get_bool("is_deleted").unwrap());
 }
 
 #[tokio::test]
@@ -128,10 +161,24 @@ async fn one_batch_keeps_each_images_events_in_order(path: WritePath) {
         ]
     );
     let ten = stored(&repo, 10).await;
-    assert_eq!(ten.get_bool("is_active").unwrap(), false, "the last event wins");
+    assert!(!ten.get_bool("is_active").unwrap(), "the last event wins");
     assert_eq!(ten.get_i32("camera_id").unwrap(), 4);
-    assert_eq!(stored(&repo, 11).await.get_str("disease").unwrap(), "Late blight");
-    assert_eq!(repo.count(COLL, ImageFilter { include_deleted: true, ..Default::default() }).await.unwrap(), 2);
+    assert_eq!(
+        stored(&repo, 11).await.get_str("disease").unwrap(),
+        "Late blight"
+    );
+    assert_eq!(
+        repo.count(
+            COLL,
+            ImageFilter {
+                include_deleted: true,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -151,19 +198,36 @@ async fn counts_lists_and_picks_honour_the_filters() {
     for id in 1..=6 {
         let mut event = created(id);
         event["is_active"] = json!(id % 2 == 0);
-        event["disease"] = if id <= 2 { json!("Healthy") } else { Value::Null };
+        event["disease"] = if id <= 2 {
+            json!("Healthy")
+        } else {
+            Value::Null
+        };
         event["is_deleted"] = json!(id == 6);
         batch.push(write(&event));
     }
     repo.apply(&batch).await.unwrap();
 
-    let all = ImageFilter { include_deleted: true, ..Default::default() };
+    let all = ImageFilter {
+        include_deleted: true,
+        ..Default::default()
+    };
     let live = ImageFilter::default();
-    let active = ImageFilter { is_active: Some(true), ..Default::default() };
-    let diseased = ImageFilter { has_disease: Some(true), ..Default::default() };
+    let active = ImageFilter {
+        is_active: Some(true),
+        ..Default::default()
+    };
+    let diseased = ImageFilter {
+        has_disease: Some(true),
+        ..Default::default()
+    };
     assert_eq!(repo.count(COLL, all).await.unwrap(), 6);
     assert_eq!(repo.count(COLL, live).await.unwrap(), 5);
-    assert_eq!(repo.count(COLL, active).await.unwrap(), 2, "ids 2 and 4; 6 is deleted");
+    assert_eq!(
+        repo.count(COLL, active).await.unwrap(),
+        2,
+        "ids 2 and 4; 6 is deleted"
+    );
     assert_eq!(repo.count(COLL, diseased).await.unwrap(), 2);
 
     let page = repo.list(COLL, 3, 2, live).await.unwrap();

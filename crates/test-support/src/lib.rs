@@ -16,7 +16,8 @@ use rdkafka::{
 
 /// The MongoDB wire server the tests use.
 pub fn mongo_uri() -> String {
-    std::env::var("LEAFSYNC_TEST_MONGO_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
+    std::env::var("LEAFSYNC_TEST_MONGO_URI")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
 }
 
 /// The Kafka-protocol broker the tests use.
@@ -37,8 +38,12 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// A client for [`mongo_uri`], checked with a `ping`; panics with a hint when unreachable.
 pub async fn mongo_client() -> mongodb::Client {
-    let uri = mongo_uri();
-    let mut options = mongodb::options::ClientOptions::parse(&uri)
+    mongo_client_at(&mongo_uri()).await
+}
+
+/// A client for `uri`, checked with a `ping`; panics with a hint when unreachable.
+pub async fn mongo_client_at(uri: &str) -> mongodb::Client {
+    let mut options = mongodb::options::ClientOptions::parse(uri)
         .await
         .expect("LEAFSYNC_TEST_MONGO_URI is not a valid MongoDB URI");
     options.server_selection_timeout = Some(Duration::from_secs(5));
@@ -68,12 +73,15 @@ pub fn kafka_config() -> ClientConfig {
 /// Creates `name` with `partitions` partitions on the test broker; panics with a hint
 /// when the broker is unreachable or refuses.
 pub async fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = kafka_config()
-        .create()
-        .expect("kafka admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        kafka_config().create().expect("kafka admin client");
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let result = tokio::time::timeout(Duration::from_secs(20), admin.create_topics([&topic], &options)).await;
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        admin.create_topics([&topic], &options),
+    )
+    .await;
     match result {
         Ok(Ok(results)) => {
             for r in results {
@@ -86,8 +94,8 @@ pub async fn create_topic(name: &str, partitions: i32) {
             "Kafka test broker at {} refused CreateTopics ({e}). Run the tests with scripts/test.sh.",
             kafka_brokers()
         ),
-        Err(_) => panic!(
-            "Kafka test broker at {} did not answer within 20 s. Run the tests with scripts/test.sh, \
+        Err(elapsed) => panic!(
+            "Kafka test broker at {} did not answer ({elapsed}). Run the tests with scripts/test.sh, \
              or start it with scripts/kafka-start.sh and export LEAFSYNC_TEST_KAFKA_BROKERS.",
             kafka_brokers()
         ),

@@ -1,0 +1,325 @@
+//! The job's whole configuration: one typed struct, read once from `LEAFSYNC_*` environment
+//! variables, validated before anything connects. Defaults fit the LIMS cluster.
+
+use std::{net::SocketAddr, time::Duration};
+
+use leafsync_core::{CONSUMER_DB, PlantType, WritePath};
+use serde::Deserialize;
+
+/// Where a topic's events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The Kafka topic.
+    pub topic: String,
+    /// The consumer-DB collection its images are upserted into.
+    pub collection: String,
+    /// Metric label: the plant whose collection this is, else the collection name.
+    pub label: String,
+}
+
+/// What to do with a record whose value is null (a Kafka tombstone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TombstonePolicy {
+    /// Send it to the dead-letter topic like any other unusable record (the default:
+    /// LIMS deletes are soft, so a tombstone is unexpected and worth a look).
+    DeadLetter,
+    /// Count it (`leafsync_job_tombstones_skipped_total`), log it, and move on.
+    Skip,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Configuration of `consumer-job`. Every field is `LEAFSYNC_<FIELD>` in upper case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct JobConfig {
+    /// Kafka bootstrap servers (`host:port,…`).
+    pub kafka_brokers: String,
+    /// Consumer group id; all replicas share it and so share the partitions.
+    pub kafka_group_id: String,
+    /// `topic=collection` pairs, comma-separated.
+    pub topics: String,
+    /// Topic that receives records the job cannot apply.
+    pub dlq_topic: String,
+    /// Consumer session timeout; a dead replica's partitions move after this long.
+    pub kafka_session_timeout_ms: u32,
+    /// How often librdkafka reports statistics (consumer lag metric).
+    pub kafka_statistics_interval_ms: u32,
+    /// MongoDB connection string (may hold credentials: never logged).
+    pub mongo_uri: String,
+    /// Consumer database.
+    pub mongo_db: String,
+    /// `auto`, `bulk-write` (MongoDB ≥ 8.0) or `update-command`.
+    pub mongo_write_path: WritePath,
+    /// Most records in one batch (one bulk upsert).
+    pub batch_max_messages: usize,
+    /// Most bytes of record values in one batch.
+    pub batch_max_bytes: usize,
+    /// How long a batch waits for more records after its first one.
+    pub batch_max_wait_ms: u64,
+    /// Record values larger than this are dead-lettered as `oversized`.
+    pub max_event_bytes: usize,
+    /// What to do with tombstones (null values).
+    pub tombstone_policy: TombstonePolicy,
+    /// First retry delay for transient faults; doubles up to `retry_max_ms`, with jitter.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// After SIGTERM, how long the in-flight batch may take before it is abandoned
+    /// (uncommitted). Keep below Kubernetes' `terminationGracePeriodSeconds`.
+    pub drain_timeout_ms: u64,
+    /// Address of the `/metrics` and `/live` HTTP endpoint.
+    pub metrics_addr: SocketAddr,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            kafka_brokers: "kafka-service.leaf-image-management-system.svc.cluster.local:9092"
+                .to_owned(),
+            kafka_group_id: "leafsync-consumer-job".to_owned(),
+            topics: PlantType::ALL
+                .iter()
+                .map(|p| format!("{}={}", p.as_str(), p.collection()))
+                .collect::<Vec<_>>()
+                .join(","),
+            dlq_topic: "leafsync-dead-letter".to_owned(),
+            kafka_session_timeout_ms: 10_000,
+            kafka_statistics_interval_ms: 5_000,
+            mongo_uri:
+                "mongodb://mongodb-consumer.leaf-image-management-system.svc.cluster.local:27017"
+                    .to_owned(),
+            mongo_db: CONSUMER_DB.to_owned(),
+            mongo_write_path: WritePath::Auto,
+            batch_max_messages: 500,
+            batch_max_bytes: 16 * 1024 * 1024,
+            batch_max_wait_ms: 100,
+            max_event_bytes: 1_000_000,
+            tombstone_policy: TombstonePolicy::DeadLetter,
+            retry_base_ms: 100,
+            retry_max_ms: 10_000,
+            drain_timeout_ms: 20_000,
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9100)),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration value that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Missing or not parseable; the message names the variable.
+    #[error(transparent)]
+    Env(#[from] leafsync_core::env::EnvError),
+    /// Parsed but unusable.
+    #[error("invalid configuration: {var}: {problem}")]
+    Invalid {
+        /// The environment variable.
+        var: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl JobConfig {
+    /// Reads `LEAFSYNC_*` variables over the defaults and validates the result.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// As [`Self::from_env`], from any set of variables (for tests).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let config: Self = leafsync_core::env::from_vars(vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: non-empty names, sane sizes, a parseable topic map.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |var, problem: &str| {
+            Err(ConfigError::Invalid {
+                var,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.kafka_brokers.trim().is_empty() {
+            return invalid("LEAFSYNC_KAFKA_BROKERS", "must not be empty");
+        }
+        if self.kafka_group_id.trim().is_empty() {
+            return invalid("LEAFSYNC_KAFKA_GROUP_ID", "must not be empty");
+        }
+        if self.dlq_topic.trim().is_empty() {
+            return invalid("LEAFSYNC_DLQ_TOPIC", "must not be empty");
+        }
+        if self.batch_max_messages == 0 {
+            return invalid("LEAFSYNC_BATCH_MAX_MESSAGES", "must be at least 1");
+        }
+        if self.max_event_bytes == 0 {
+            return invalid("LEAFSYNC_MAX_EVENT_BYTES", "must be at least 1");
+        }
+        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
+            return invalid(
+                "LEAFSYNC_RETRY_MAX_MS",
+                "need 0 < LEAFSYNC_RETRY_BASE_MS <= LEAFSYNC_RETRY_MAX_MS",
+            );
+        }
+        if self.mongo_db.trim().is_empty() {
+            return invalid("LEAFSYNC_MONGO_DB", "must not be empty");
+        }
+        if !self.mongo_uri.starts_with("mongodb://")
+            && !self.mongo_uri.starts_with("mongodb+srv://")
+        {
+            return invalid(
+                "LEAFSYNC_MONGO_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            );
+        }
+        let routes = self.routes()?;
+        if routes.iter().any(|r| r.topic == self.dlq_topic) {
+            return invalid(
+                "LEAFSYNC_DLQ_TOPIC",
+                "must not be one of the consumed topics",
+            );
+        }
+        Ok(())
+    }
+
+    /// The parsed `topics` map.
+    pub fn routes(&self) -> Result<Vec<Route>, ConfigError> {
+        let mut routes: Vec<Route> = Vec::new();
+        for pair in self
+            .topics
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let Some((topic, collection)) = pair.split_once('=') else {
+                return Err(ConfigError::Invalid {
+                    var: "LEAFSYNC_TOPICS",
+                    problem: format!("{pair:?} is not topic=collection"),
+                });
+            };
+            let (topic, collection) = (topic.trim(), collection.trim());
+            if topic.is_empty() || collection.is_empty() || collection.contains('$') {
+                return Err(ConfigError::Invalid {
+                    var: "LEAFSYNC_TOPICS",
+                    problem: format!("{pair:?} needs a topic and a valid collection name"),
+                });
+            }
+            if routes.iter().any(|r| r.topic == topic) {
+                return Err(ConfigError::Invalid {
+                    var: "LEAFSYNC_TOPICS",
+                    problem: format!("topic {topic:?} is listed twice"),
+                });
+            }
+            let label = PlantType::ALL
+                .iter()
+                .find(|p| p.collection() == collection)
+                .map_or_else(|| collection.to_owned(), |p| p.as_str().to_owned());
+            routes.push(Route {
+                topic: topic.to_owned(),
+                collection: collection.to_owned(),
+                label,
+            });
+        }
+        if routes.is_empty() {
+            return Err(ConfigError::Invalid {
+                var: "LEAFSYNC_TOPICS",
+                problem: "names no topic".to_owned(),
+            });
+        }
+        Ok(routes)
+    }
+
+    /// `batch_max_wait_ms` as a duration.
+    pub fn batch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_wait_ms)
+    }
+
+    /// `drain_timeout_ms` as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_point_at_the_lims_cluster_and_its_three_topics() {
+        let config = JobConfig::from_vars(vars(&[])).unwrap();
+        assert!(
+            config.kafka_brokers.ends_with(":9092"),
+            "in-cluster Kafka is 9092, not 9093"
+        );
+        assert_eq!(config.mongo_db, "imagedbplantconsumer");
+        let routes = config.routes().unwrap();
+        assert_eq!(routes.len(), 3);
+        assert_eq!(routes[0].topic, "potato");
+        assert_eq!(routes[0].collection, "imagecolplantpotato");
+        assert_eq!(routes[0].label, "potato");
+    }
+
+    #[test]
+    fn environment_values_override_the_defaults() {
+        let config = JobConfig::from_vars(vars(&[
+            ("LEAFSYNC_KAFKA_BROKERS", "127.0.0.1:9092"),
+            ("LEAFSYNC_TOPICS", "t1=imagecolplanttomato, t2=other"),
+            ("LEAFSYNC_BATCH_MAX_MESSAGES", "7"),
+            ("LEAFSYNC_TOMBSTONE_POLICY", "skip"),
+            ("LEAFSYNC_MONGO_WRITE_PATH", "update-command"),
+            ("LEAFSYNC_LOG_FORMAT", "json"),
+        ]))
+        .unwrap();
+        assert_eq!(config.batch_max_messages, 7);
+        assert_eq!(config.tombstone_policy, TombstonePolicy::Skip);
+        assert_eq!(config.mongo_write_path, WritePath::UpdateCommand);
+        let labels: Vec<String> = config
+            .routes()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.label)
+            .collect();
+        assert_eq!(labels, ["tomato", "other"]);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("LEAFSYNC_BATCH_MAX_MESSAGES", "many"),
+            ("LEAFSYNC_BATCH_MAX_MESSAGES", "0"),
+            ("LEAFSYNC_TOPICS", "potato"),
+            ("LEAFSYNC_TOPICS", ""),
+            ("LEAFSYNC_MONGO_URI", "http://x"),
+            ("LEAFSYNC_METRICS_ADDR", "nowhere"),
+            ("LEAFSYNC_TOMBSTONE_POLICY", "ignore"),
+            ("LEAFSYNC_DLQ_TOPIC", "potato"),
+        ] {
+            let err = JobConfig::from_vars(vars(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var), "{var}={value:?} gave {err:?}");
+        }
+    }
+}

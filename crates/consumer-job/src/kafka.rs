@@ -1,0 +1,175 @@
+//! The Kafka side: client settings that make at-least-once hold (no auto commit, no auto
+//! offset store), and the consumer context that commits on revoke, reports rebalances and
+//! turns librdkafka's statistics into the consumer-lag gauge.
+
+use std::time::Duration;
+
+use rdkafka::{
+    ClientConfig, ClientContext, Statistics, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    config::RDKafkaLogLevel,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::{KafkaError, KafkaResult, RDKafkaErrorCode},
+    producer::FutureProducer,
+};
+
+use crate::{config::JobConfig, metrics::JobMetrics};
+
+/// The consumer's context: rebalance hooks and statistics.
+pub struct JobContext {
+    metrics: JobMetrics,
+}
+
+impl ClientContext for JobContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, p) in stats.partitions {
+                if partition >= 0 && p.desired && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", fac, "{log_message}");
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{log_message}");
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason, "kafka client error (librdkafka retries it)");
+    }
+}
+
+impl ConsumerContext for JobContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                // Offsets are stored only after their side effect, so committing them now
+                // hands the next owner exactly the work that is done.
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "commit on revoke failed; the next owner replays from the last commit");
+                    }
+                }
+                for elem in tpl.elements() {
+                    let _ = self
+                        .metrics
+                        .consumer_lag
+                        .remove_label_values(&[elem.topic(), &elem.partition().to_string()]);
+                }
+                tracing::info!(partitions = %describe(tpl), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = %describe(tpl), "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        let owned = consumer.assignment().map_or(0, |tpl| tpl.count());
+        self.metrics
+            .assigned_partitions
+            .set(i64::try_from(owned).unwrap_or(i64::MAX));
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The stream consumer: manual offset store and commit, earliest reset (a new group first
+/// copies what is already in the topics, as the batch synchronizer's first run does).
+pub fn consumer(
+    config: &JobConfig,
+    metrics: JobMetrics,
+) -> KafkaResult<StreamConsumer<JobContext>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", &config.kafka_group_id)
+        .set("client.id", "leafsync-consumer-job")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            config.kafka_session_timeout_ms.to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            config.kafka_statistics_interval_ms.to_string(),
+        )
+        .set_log_level(RDKafkaLogLevel::Warning)
+        .create_with_context(JobContext { metrics })
+}
+
+/// The dead-letter producer: waits for all in-sync replicas, fails a send after 30 s so
+/// the job's own retry loop (with backoff and shutdown awareness) takes over.
+pub fn producer(config: &JobConfig) -> KafkaResult<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("client.id", "leafsync-consumer-job-dlq")
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .set(
+            "message.max.bytes",
+            (config.max_event_bytes.max(1_000_000) + 64 * 1024).to_string(),
+        )
+        .set_log_level(RDKafkaLogLevel::Warning)
+        .create()
+}
+
+/// Creates the dead-letter topic if the broker lacks it (a broker without auto-creation
+/// would otherwise make every dead letter wait forever). Failure is only a warning.
+pub async fn ensure_topic(config: &JobConfig, topic: &str, partitions: i32) {
+    let admin: KafkaResult<AdminClient<DefaultClientContext>> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .create();
+    let admin = match admin {
+        Ok(admin) => admin,
+        Err(e) => {
+            tracing::warn!(error = %e, topic, "cannot create an admin client to check the topic");
+            return;
+        }
+    };
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    match tokio::time::timeout(
+        Duration::from_secs(15),
+        admin.create_topics([&new], &options),
+    )
+    .await
+    {
+        Ok(Ok(results)) => match results.into_iter().next() {
+            Some(Ok(_)) => tracing::info!(topic, "created the dead-letter topic"),
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => {}
+            Some(Err((_, code))) => {
+                tracing::warn!(topic, %code, "could not create the dead-letter topic");
+            }
+        },
+        Ok(Err(e)) => tracing::warn!(topic, error = %e, "could not create the dead-letter topic"),
+        Err(_) => tracing::warn!(topic, "broker did not answer CreateTopics within 15 s"),
+    }
+}

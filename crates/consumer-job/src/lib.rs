@@ -1,0 +1,23 @@
+//! `consumer-job`: streams LIMS image events from Kafka into the consumer MongoDB.
+//!
+//! # Layout
+//! - [`config`]: `LEAFSYNC_*` environment → [`config::JobConfig`], validated once.
+//! - [`decode`]: one record → apply / dead-letter / skip (pure).
+//! - [`pipeline`]: [`pipeline::Job`], the batch loop: consume, bulk upsert, dead-letter,
+//!   commit; retries, drain and shutdown.
+//! - [`kafka`]: client settings and the rebalance/statistics context.
+//! - [`dlq`]: the dead-letter record and its headers.
+//! - [`retry`]: jittered exponential backoff that only a cancellation ends.
+//! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
+
+pub mod config;
+pub mod decode;
+pub mod dlq;
+pub mod kafka;
+pub mod metrics;
+pub mod pipeline;
+pub mod retry;
+
+pub use config::JobConfig;
+pub use metrics::JobMetrics;
+pub use pipeline::{Job, JobError};

@@ -1,0 +1,41 @@
+//! `consumer-job` entry point: logging, config, build, run until SIGTERM/ctrl-c.
+
+use anyhow::Context;
+use consumer_job::{Job, JobConfig, JobMetrics, config::LogFormat, metrics};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = JobConfig::from_env().context("consumer-job cannot start")?;
+    leafsync_core::runtime::init_tracing(config.log_format == LogFormat::Json);
+
+    let metrics = JobMetrics::new();
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on LEAFSYNC_METRICS_ADDR={}",
+                config.metrics_addr
+            )
+        })?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            leafsync_core::runtime::shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+
+    let job = Job::build(config, metrics)
+        .await
+        .context("consumer-job cannot start")?;
+    let result = job.run(shutdown.clone()).await;
+    shutdown.cancel();
+    server
+        .await
+        .context("metrics server task")?
+        .context("metrics server")?;
+    result.context("consumer-job failed")
+}

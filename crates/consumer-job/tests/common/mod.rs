@@ -1,0 +1,274 @@
+//! Test harness for the job: start it on random topics/group/database against real
+//! services, produce LIMS events, wait for Mongo to reach a state, read the dead letters.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{future::Future, time::Duration};
+
+use consumer_job::{Job, JobConfig, JobError, JobMetrics};
+use leafsync_test_support::unique_name;
+use mongodb::bson::{Document, doc};
+use rdkafka::{
+    ClientConfig, Message,
+    consumer::{Consumer, StreamConsumer},
+    message::OwnedMessage,
+    producer::{FutureProducer, FutureRecord},
+};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running job and the handles to stop and observe it.
+pub struct RunningJob {
+    pub metrics: JobMetrics,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<Result<(), JobError>>,
+}
+
+impl RunningJob {
+    /// Signals shutdown and waits (bounded) for a clean exit.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("job stops within 30 s of shutdown")
+            .expect("job task did not panic")
+            .expect("job exits cleanly");
+    }
+
+    /// The value of a counter/gauge sample from the text exposition, summed over the
+    /// series whose labels contain every `label="value"` pair given.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        metric_value(&self.metrics.render(), name, labels)
+    }
+}
+
+/// Counters and gauges used in tests hold whole, non-negative counts.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Names of one test's world: three plant topics, a dead-letter topic, a group, a DB.
+#[derive(Clone)]
+pub struct World {
+    pub brokers: String,
+    pub mongo_uri: String,
+    pub plants: [String; 3],
+    pub dlq: String,
+    pub group: String,
+    pub db: String,
+}
+
+pub const COLLECTIONS: [&str; 3] = [
+    "imagecolplantpotato",
+    "imagecolplanttomato",
+    "imagecolplantpepper",
+];
+
+impl World {
+    pub fn new(brokers: String, mongo_uri: String) -> Self {
+        Self {
+            brokers,
+            mongo_uri,
+            plants: [
+                unique_name("potato"),
+                unique_name("tomato"),
+                unique_name("pepper"),
+            ],
+            dlq: unique_name("dlq"),
+            group: unique_name("group"),
+            db: unique_name("job"),
+        }
+    }
+
+    pub fn config(&self) -> JobConfig {
+        JobConfig {
+            kafka_brokers: self.brokers.clone(),
+            kafka_group_id: self.group.clone(),
+            topics: self
+                .plants
+                .iter()
+                .zip(COLLECTIONS)
+                .map(|(t, c)| format!("{t}={c}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            dlq_topic: self.dlq.clone(),
+            kafka_session_timeout_ms: 6_000,
+            kafka_statistics_interval_ms: 1_000,
+            mongo_uri: self.mongo_uri.clone(),
+            mongo_db: self.db.clone(),
+            batch_max_messages: 50,
+            batch_max_wait_ms: 50,
+            retry_base_ms: 50,
+            retry_max_ms: 1_000,
+            drain_timeout_ms: 5_000,
+            metrics_addr: "127.0.0.1:0".parse().expect("valid address"),
+            ..JobConfig::default()
+        }
+    }
+
+    pub async fn start(&self) -> RunningJob {
+        start_job(self.config()).await
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("message.timeout.ms", "30000")
+            .create()
+            .expect("test producer")
+    }
+
+    pub async fn mongo(&self) -> mongodb::Database {
+        leafsync_test_support::mongo_client_at(&self.mongo_uri)
+            .await
+            .database(&self.db)
+    }
+}
+
+pub async fn start_job(config: JobConfig) -> RunningJob {
+    let metrics = JobMetrics::new();
+    let job = Job::build(config, metrics.clone())
+        .await
+        .expect("job builds");
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(job.run(shutdown.clone()));
+    RunningJob {
+        metrics,
+        shutdown,
+        handle,
+    }
+}
+
+/// Sends `value` to `topic`, keyed by `key` (so an image's events share a partition).
+pub async fn send(producer: &FutureProducer, topic: &str, key: &str, value: Option<&[u8]>) {
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("test event is produced");
+}
+
+pub async fn send_json(producer: &FutureProducer, topic: &str, event: &Value) {
+    let key = event["id"].to_string();
+    send(producer, topic, &key, Some(event.to_string().as_bytes())).await;
+}
+
+/// A LIMS create event: `data` is ~`kb` KiB of JPEG-looking bytes, hex-encoded.
+pub fn created(id: i64, kb: usize) -> Value {
+    let mut bytes = vec![0xff, 0xd8, 0xff, 0xe0];
+    bytes.extend(
+        (0..kb * 1024)
+            .map(|i| u8::try_from((i * 31 + usize::try_from(id).unwrap_or(0)) % 251).unwrap_or(0)),
+    );
+    json!({
+        "id": id, "camera_id": 1 + id % 4, "data": hex::encode(bytes),
+        "gps_coordinates": [48.47, 16.58], "created_at": "2023-10-08T15:39:49.123123",
+        "updated_at": null, "is_active": false, "is_deleted": false,
+        "disease": null, "percentage": null,
+    })
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `secs` seconds
+/// with the last state `describe` gives.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(state) => state,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}; last state: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the job has reported an outcome for at least `n` records.
+pub async fn wait_applied(job: &RunningJob, n: u64) {
+    eventually(60, &format!("{n} events applied"), || async {
+        let applied = job.metric("leafsync_job_images_total", &[]);
+        if applied >= n {
+            Ok(())
+        } else {
+            Err(format!("{applied} applied"))
+        }
+    })
+    .await;
+}
+
+/// Waits until `collection` holds exactly `n` documents.
+pub async fn wait_for_count(db: &mongodb::Database, collection: &str, n: u64, secs: u64) {
+    eventually(secs, &format!("{n} images in {collection}"), || async {
+        let count = db
+            .collection::<Document>(collection)
+            .count_documents(doc! {})
+            .await
+            .map_err(|e| e.to_string())?;
+        if count == n {
+            Ok(())
+        } else {
+            Err(format!("{count} images"))
+        }
+    })
+    .await;
+}
+
+pub async fn image(db: &mongodb::Database, collection: &str, id: i32) -> Document {
+    db.collection::<Document>(collection)
+        .find_one(doc! { "id": id })
+        .await
+        .expect("find_one")
+        .unwrap_or_else(|| panic!("image {id} is not in {collection}"))
+}
+
+/// Reads `n` records from the start of `topic` (fails after `secs` seconds).
+pub async fn read_topic(brokers: &str, topic: &str, n: usize, secs: u64) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("test consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => eprintln!("reader: {e}"),
+            Err(elapsed) => panic!("read {} of {n} records from {topic} ({elapsed})", out.len()),
+        }
+    }
+    out
+}
+
+pub fn header<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    use rdkafka::message::Headers;
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
