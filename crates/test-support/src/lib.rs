@@ -101,3 +101,87 @@ pub async fn create_topic(name: &str, partitions: i32) {
         ),
     }
 }
+
+/// A SecantusDB server of a test's own, on a free port, that the test may kill and
+/// restart (to simulate a MongoDB outage) without disturbing other tests.
+pub struct MongoProcess {
+    /// The port it listens on (kept across restarts).
+    pub port: u16,
+    data: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl MongoProcess {
+    /// Starts a server with an empty data directory and waits until it answers.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let data = std::env::temp_dir().join(unique_name("leafsync-mongo"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        let mut process = Self {
+            port,
+            data,
+            child: None,
+        };
+        process.restart().await;
+        process
+    }
+
+    /// The connection string.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data, and waits until it answers.
+    pub async fn restart(&mut self) {
+        let bin = std::env::var("LEAFSYNC_TEST_SECANTUS_BIN")
+            .unwrap_or_else(|_| ".cache/secantus/bin/secantusd-py".to_owned());
+        let child = std::process::Command::new(&bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--standalone",
+            ])
+            .args(["--cache-size", "128M", "--storage-path"])
+            .arg(&self.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {bin} ({e}); run the tests with scripts/test.sh")
+            });
+        self.child = Some(child);
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "SecantusDB ({bin}) did not listen on port {} within 30 s",
+            self.port
+        );
+    }
+}
+
+impl Drop for MongoProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}

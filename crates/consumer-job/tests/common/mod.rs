@@ -117,6 +117,8 @@ impl World {
     }
 
     pub async fn start(&self) -> RunningJob {
+        // Fail loudly now if the test DB is down, rather than time out waiting later.
+        self.mongo().await;
         start_job(self.config()).await
     }
 
@@ -136,6 +138,10 @@ impl World {
 }
 
 pub async fn start_job(config: JobConfig) -> RunningJob {
+    // `RUST_LOG=info cargo test …` shows the job's logs; without it tests stay quiet.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    }
     let metrics = JobMetrics::new();
     let job = Job::build(config, metrics.clone())
         .await

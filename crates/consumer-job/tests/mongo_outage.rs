@@ -1,0 +1,71 @@
+//! A MongoDB outage mid-stream: the job's own SecantusDB is killed while events keep
+//! coming, then restarted. The job must retry (not skip, not commit past) and end with
+//! every image in its final state.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{COLLECTIONS, World, created, eventually, send_json, wait_for_count};
+use leafsync_test_support::{MongoProcess, create_topic, kafka_brokers};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mongo_outage_mid_stream_loses_and_skips_nothing() {
+    let mut mongo = MongoProcess::start().await;
+    let w = World::new(kafka_brokers(), mongo.uri());
+    for topic in &w.plants {
+        create_topic(topic, 3).await;
+    }
+    create_topic(&w.dlq, 1).await;
+    let job = w.start().await;
+    let producer = w.producer();
+    let potato = &w.plants[0];
+
+    for id in 1..=10 {
+        send_json(&producer, potato, &created(id, 1)).await;
+    }
+    wait_for_count(&w.mongo().await, COLLECTIONS[0], 10, 60).await;
+
+    mongo.kill();
+    for id in 11..=20 {
+        send_json(&producer, potato, &created(id, 1)).await;
+    }
+    for id in 1..=20 {
+        let update = json!({"id": id, "disease": "Healthy", "updated_at": "2024-05-01T12:00:00"});
+        send_json(&producer, potato, &update).await;
+    }
+    eventually(60, "the job to notice the outage and retry", || async {
+        let r = job.metric("leafsync_job_retries_total", &[("operation", "mongo")]);
+        if r >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{r} retries"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mongo.restart().await;
+
+    let db = w.mongo().await;
+    wait_for_count(&db, COLLECTIONS[0], 20, 90).await;
+    eventually(90, "every image updated", || async {
+        let n = db
+            .collection::<mongodb::bson::Document>(COLLECTIONS[0])
+            .count_documents(mongodb::bson::doc! { "disease": "Healthy" })
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 20 {
+            Ok(())
+        } else {
+            Err(format!("{n} of 20 updated"))
+        }
+    })
+    .await;
+    assert_eq!(
+        job.metric("leafsync_job_dead_lettered_total", &[]),
+        0,
+        "an outage is not a poison message"
+    );
+    job.stop().await;
+}
