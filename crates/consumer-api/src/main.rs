@@ -1,6 +1,25 @@
-//! `consumer-api` entry point (placeholder until its issue lands).
+//! `consumer-api` entry point: config, logging, connect, serve until SIGTERM/ctrl-c.
 
-fn main() {
-    eprintln!("consumer-api is not implemented yet");
-    std::process::exit(2);
+use anyhow::Context;
+use consumer_api::{ApiConfig, AppState, app, serve};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ApiConfig::from_env().context("consumer-api cannot start")?;
+    leafsync_core::runtime::init_tracing(config.log_format == "json");
+    let state = AppState::connect(&config)
+        .await
+        .context("consumer-api cannot start: LEAFSYNC_MONGO_URI")?;
+    let listener = tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("cannot listen on LEAFSYNC_API_ADDR={}", config.api_addr))?;
+    serve(
+        listener,
+        app(state),
+        leafsync_core::runtime::shutdown_signal(),
+    )
+    .await
+    .context("consumer-api server")?;
+    tracing::info!("consumer-api stopped");
+    Ok(())
 }

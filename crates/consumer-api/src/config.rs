@@ -1,0 +1,171 @@
+//! The API's configuration: one typed struct from `LEAFSYNC_*` variables, validated once.
+
+use std::{net::SocketAddr, time::Duration};
+
+use leafsync_core::CONSUMER_DB;
+use serde::Deserialize;
+
+/// Configuration of `consumer-api`. Every field is `LEAFSYNC_<FIELD>` in upper case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    /// MongoDB connection string (may hold credentials: never logged).
+    pub mongo_uri: String,
+    /// Consumer database.
+    pub mongo_db: String,
+    /// Address the HTTP API (and its `/metrics`) listens on.
+    pub api_addr: SocketAddr,
+    /// A request that takes longer is answered 503.
+    pub request_timeout_ms: u64,
+    /// Requests in progress at once; more are answered 503 at once instead of queueing.
+    pub max_concurrent_requests: usize,
+    /// Largest `limit` the list endpoint accepts.
+    pub list_max_limit: u32,
+    /// `limit` when the request gives none.
+    pub list_default_limit: u32,
+    /// How long `/ready` waits for MongoDB's `ping`.
+    pub ready_timeout_ms: u64,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            mongo_uri:
+                "mongodb://mongodb-consumer.leaf-image-management-system.svc.cluster.local:27017"
+                    .to_owned(),
+            mongo_db: CONSUMER_DB.to_owned(),
+            api_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            request_timeout_ms: 5_000,
+            max_concurrent_requests: 256,
+            list_max_limit: 100,
+            list_default_limit: 20,
+            ready_timeout_ms: 1_000,
+            log_format: "text".to_owned(),
+        }
+    }
+}
+
+/// A configuration value that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Missing or not parseable.
+    #[error(transparent)]
+    Env(#[from] leafsync_core::env::EnvError),
+    /// Parsed but unusable.
+    #[error("invalid configuration: {var}: {problem}")]
+    Invalid {
+        /// The environment variable.
+        var: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
+impl ApiConfig {
+    /// Reads `LEAFSYNC_*` variables over the defaults and validates the result.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// As [`Self::from_env`], from any set of variables (for tests).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let config: Self = leafsync_core::env::from_vars(vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(bool, &'static str, &'static str); 7] = [
+            (
+                self.mongo_uri.starts_with("mongodb://")
+                    || self.mongo_uri.starts_with("mongodb+srv://"),
+                "LEAFSYNC_MONGO_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            ),
+            (
+                !self.mongo_db.trim().is_empty(),
+                "LEAFSYNC_MONGO_DB",
+                "must not be empty",
+            ),
+            (
+                self.request_timeout_ms > 0,
+                "LEAFSYNC_REQUEST_TIMEOUT_MS",
+                "must be at least 1",
+            ),
+            (
+                self.max_concurrent_requests > 0,
+                "LEAFSYNC_MAX_CONCURRENT_REQUESTS",
+                "must be at least 1",
+            ),
+            (
+                self.list_max_limit > 0,
+                "LEAFSYNC_LIST_MAX_LIMIT",
+                "must be at least 1",
+            ),
+            (
+                self.list_default_limit > 0 && self.list_default_limit <= self.list_max_limit,
+                "LEAFSYNC_LIST_DEFAULT_LIMIT",
+                "must be between 1 and LEAFSYNC_LIST_MAX_LIMIT",
+            ),
+            (
+                matches!(self.log_format.as_str(), "text" | "json"),
+                "LEAFSYNC_LOG_FORMAT",
+                "must be text or json",
+            ),
+        ];
+        match checks.into_iter().find(|(ok, _, _)| !ok) {
+            Some((_, var, problem)) => Err(ConfigError::Invalid { var, problem }),
+            None => Ok(()),
+        }
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_point_at_the_lims_consumer_db() {
+        let c = ApiConfig::from_vars(vars(&[])).unwrap();
+        assert!(
+            c.mongo_uri
+                .contains("mongodb-consumer.leaf-image-management-system")
+        );
+        assert_eq!(c.mongo_db, "imagedbplantconsumer");
+        assert_eq!(c.api_addr.port(), 8080);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("LEAFSYNC_API_ADDR", "8080"),
+            ("LEAFSYNC_LIST_MAX_LIMIT", "0"),
+            ("LEAFSYNC_LIST_DEFAULT_LIMIT", "1000"),
+            ("LEAFSYNC_REQUEST_TIMEOUT_MS", "soon"),
+            ("LEAFSYNC_MONGO_URI", "postgres://x"),
+            ("LEAFSYNC_LOG_FORMAT", "xml"),
+        ] {
+            let err = ApiConfig::from_vars(vars(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var), "{var}={value:?} gave {err:?}");
+        }
+    }
+}

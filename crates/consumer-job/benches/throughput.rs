@@ -1,0 +1,210 @@
+//! Throughput of consumer-job against the DB's own ceiling, printed as figures (not a
+//! timed test). Run with `scripts/bench.sh` (starts tansu + SecantusDB).
+//!
+//! 1. Ceiling: the same N events, parsed beforehand, upserted through
+//!    `ImageRepository::apply` in batches of the job's size into an empty database.
+//! 2. Job: the N events pre-produced to three 3-partition topics; the job drains the
+//!    backlog into another empty database. Timed from its first consumed record to the
+//!    N-th applied image, so the consumer-group join is not counted.
+//!
+//! Env: `BENCH_EVENTS` (default 3000), `BENCH_IMAGE_KB` raw image size (default 15, so a
+//! record is ~30 KB of hex like LIMS's), `BENCH_BATCH` (default 500).
+
+use std::time::{Duration, Instant};
+
+use consumer_job::{Job, JobConfig, JobMetrics};
+use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
+use leafsync_test_support::{create_topic, kafka_brokers, mongo_client, mongo_uri, unique_name};
+use rdkafka::{
+    ClientConfig,
+    producer::{FutureProducer, FutureRecord},
+};
+use tokio_util::sync::CancellationToken;
+
+const COLLECTIONS: [&str; 3] = [
+    "imagecolplantpotato",
+    "imagecolplanttomato",
+    "imagecolplantpepper",
+];
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn event(id: usize, kb: usize) -> String {
+    let mut bytes = vec![0xff_u8, 0xd8, 0xff, 0xe0];
+    bytes.extend((0..kb * 1024).map(|i| u8::try_from((i * 31 + id) % 251).unwrap_or(0)));
+    serde_json::json!({
+        "id": id, "camera_id": 1 + id % 4, "data": hex::encode(bytes),
+        "gps_coordinates": [48.47, 16.58], "created_at": "2023-10-08T15:39:49.123123",
+        "updated_at": null, "is_active": false, "is_deleted": false,
+        "disease": null, "percentage": null,
+    })
+    .to_string()
+}
+
+#[allow(clippy::cast_precision_loss)] // figures for humans
+fn report(label: &str, n: usize, bytes: usize, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    let rate = n as f64 / secs;
+    println!(
+        "{label:<44} {n} events in {secs:6.2} s = {rate:7.0} msg/s, {:6.1} MB/s",
+        bytes as f64 / secs / 1e6
+    );
+    rate
+}
+
+struct Setup {
+    events: Vec<(usize, String)>,
+    bytes: usize,
+    batch: usize,
+}
+
+/// The same events, parsed beforehand, straight into `ImageRepository::apply`.
+async fn ceiling(setup: &Setup) -> f64 {
+    let repo = ImageRepository::new(
+        mongo_client().await,
+        &unique_name("bench_ceiling"),
+        WritePath::Auto,
+    );
+    repo.ensure_indexes(&COLLECTIONS).await.expect("indexes");
+    let writes: Vec<Write> = setup
+        .events
+        .iter()
+        .map(|(i, e)| Write {
+            collection: COLLECTIONS[i % 3].to_owned(),
+            change: ImageChange::from_json_slice(e.as_bytes()).expect("valid event"),
+        })
+        .collect();
+    let started = Instant::now();
+    for chunk in writes.chunks(setup.batch) {
+        repo.apply(chunk).await.expect("bulk upsert");
+    }
+    report(
+        "ceiling: ImageRepository::apply alone",
+        writes.len(),
+        setup.bytes,
+        started.elapsed(),
+    )
+}
+
+/// Produces every event to three fresh 3-partition topics; returns the topic names.
+async fn produce_backlog(setup: &Setup) -> Vec<String> {
+    let topics: Vec<String> = ["potato", "tomato", "pepper"]
+        .iter()
+        .map(|p| unique_name(p))
+        .collect();
+    for t in &topics {
+        create_topic(t, 3).await;
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("message.timeout.ms", "60000")
+        .set("linger.ms", "20")
+        .create()
+        .expect("producer");
+    let started = Instant::now();
+    let sends = setup.events.iter().map(|(i, e)| {
+        let key = i.to_string();
+        let topic = &topics[i % 3];
+        let producer = &producer;
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(e),
+                    Duration::from_secs(60),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produce");
+        }
+    });
+    futures::future::join_all(sends).await;
+    report(
+        "(setup) produce the backlog to tansu",
+        setup.events.len(),
+        setup.bytes,
+        started.elapsed(),
+    );
+    topics
+}
+
+/// The job drains the backlog; timed from its first consumed record to the last insert.
+async fn job(setup: &Setup, topics: &[String]) -> f64 {
+    let n = setup.events.len() as u64;
+    let config = JobConfig {
+        kafka_brokers: kafka_brokers(),
+        kafka_group_id: unique_name("bench"),
+        topics: topics
+            .iter()
+            .zip(COLLECTIONS)
+            .map(|(t, c)| format!("{t}={c}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        dlq_topic: unique_name("bench_dlq"),
+        mongo_uri: mongo_uri(),
+        mongo_db: unique_name("bench_job"),
+        batch_max_messages: setup.batch,
+        metrics_addr: "127.0.0.1:0".parse().expect("address"),
+        ..JobConfig::default()
+    };
+    let metrics = JobMetrics::new();
+    let job = Job::build(config, metrics.clone()).await.expect("job");
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(job.run(shutdown.clone()));
+    let plants = ["potato", "tomato", "pepper"];
+    let count = |family: &prometheus::IntCounterVec, extra: &[&str]| -> u64 {
+        plants
+            .iter()
+            .map(|p| family.with_label_values(&[&[*p][..], extra].concat()).get())
+            .sum()
+    };
+    while count(&metrics.events_consumed, &[]) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(600);
+    while count(&metrics.images, &["inserted"]) < n {
+        assert!(
+            Instant::now() < deadline,
+            "job applied too few events in 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = report(
+        "job: tansu -> consumer-job -> SecantusDB",
+        setup.events.len(),
+        setup.bytes,
+        started.elapsed(),
+    );
+    shutdown.cancel();
+    handle.await.expect("job task").expect("job run");
+    rate
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("BENCH_EVENTS", 3000);
+    let kb = env_usize("BENCH_IMAGE_KB", 15);
+    let batch = env_usize("BENCH_BATCH", 500);
+    let events: Vec<(usize, String)> = (1..=n).map(|i| (i, event(i / 3 + 1, kb))).collect();
+    let bytes: usize = events.iter().map(|(_, e)| e.len()).sum();
+    #[allow(clippy::cast_precision_loss)]
+    let avg_kb = bytes as f64 / n as f64 / 1024.0;
+    println!(
+        "leafsync throughput benchmark: {n} events of {avg_kb:.1} KiB (hex of {kb} KiB images), batches of {batch}"
+    );
+    println!("Mongo {} | Kafka {}", mongo_uri(), kafka_brokers());
+    let setup = Setup {
+        events,
+        bytes,
+        batch,
+    };
+    let ceiling = ceiling(&setup).await;
+    let topics = produce_backlog(&setup).await;
+    let job_rate = job(&setup, &topics).await;
+    println!("ratio job/ceiling: {:.0}%", 100.0 * job_rate / ceiling);
+}
