@@ -3,10 +3,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use leafsync_core::CONSUMER_DB;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Configuration of `consumer-api`. Every field is `LEAFSYNC_<FIELD>` in upper case.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ApiConfig {
     /// MongoDB connection string (may hold credentials: never logged).
@@ -167,5 +167,11 @@ mod tests {
                 .to_string();
             assert!(err.contains(var), "{var}={value:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn the_readme_documents_every_variable_with_its_default() {
+        let readme = include_str!("../../../README.md");
+        leafsync_core::env::assert_documented::<ApiConfig>(readme);
     }
 }

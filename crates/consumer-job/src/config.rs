@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use leafsync_core::{CONSUMER_DB, PlantType, WritePath};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a topic's events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct Route {
 }
 
 /// What to do with a record whose value is null (a Kafka tombstone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TombstonePolicy {
     /// Send it to the dead-letter topic like any other unusable record (the default:
@@ -29,7 +29,7 @@ pub enum TombstonePolicy {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -39,7 +39,7 @@ pub enum LogFormat {
 }
 
 /// Configuration of `consumer-job`. Every field is `LEAFSYNC_<FIELD>` in upper case.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct JobConfig {
     /// Kafka bootstrap servers (`host:port,…`).
@@ -321,5 +321,11 @@ mod tests {
                 .to_string();
             assert!(err.contains(var), "{var}={value:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn the_readme_documents_every_variable_with_its_default() {
+        let readme = include_str!("../../../README.md");
+        leafsync_core::env::assert_documented::<JobConfig>(readme);
     }
 }

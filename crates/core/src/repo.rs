@@ -75,7 +75,7 @@ impl WriteOutcome {
 }
 
 /// How batches reach the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WritePath {
     /// `client.bulk_write` when the server speaks MongoDB 8.0 (wire version ≥ 25), else

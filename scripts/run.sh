@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The local pipeline (README: "Run"): SecantusDB + tansu on 127.0.0.1, then consumer-job
+# and consumer-api (release builds). Prints what to try; ctrl-c stops everything it started.
+# Data persists in .data/local between runs (delete it for a clean slate).
+# Env: LEAFSYNC_MONGO_PORT (27017), LEAFSYNC_KAFKA_PORT (9092), LEAFSYNC_API_PORT (8080),
+#      LEAFSYNC_JOB_METRICS_PORT (9100), LEAFSYNC_RUN_SECONDS (unset: until ctrl-c).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+api_port=${LEAFSYNC_API_PORT:-8080}
+job_port=${LEAFSYNC_JOB_METRICS_PORT:-9100}
+
+started=()
+pids=()
+cleanup() {
+  local status=$? pid service
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for service in "${started[@]}"; do "$ROOT/scripts/$service-stop.sh" || true; done
+  log "pipeline stopped"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+for service in mongo kafka; do
+  port=$LEAFSYNC_MONGO_PORT
+  [[ $service == kafka ]] && port=$LEAFSYNC_KAFKA_PORT
+  pid_alive "$LEAFSYNC_RUN_DIR/$service-$port.pid" || started+=("$service")
+  "$ROOT/scripts/$service-start.sh"
+done
+
+log "building consumer-job and consumer-api (release)"
+cargo build --release --locked -p consumer-job -p consumer-api --bins --examples
+export LEAFSYNC_KAFKA_BROKERS="127.0.0.1:$LEAFSYNC_KAFKA_PORT"
+export LEAFSYNC_MONGO_URI="mongodb://127.0.0.1:$LEAFSYNC_MONGO_PORT"
+export LEAFSYNC_METRICS_ADDR="127.0.0.1:$job_port"
+export LEAFSYNC_API_ADDR="127.0.0.1:$api_port"
+target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+
+"$target_dir/release/consumer-job" >"$LEAFSYNC_RUN_DIR/consumer-job.log" 2>&1 &
+pids+=($!)
+"$target_dir/release/consumer-api" >"$LEAFSYNC_RUN_DIR/consumer-api.log" 2>&1 &
+pids+=($!)
+wait_port "$job_port" 30 "${pids[0]}" || die "consumer-job did not start (log: $LEAFSYNC_RUN_DIR/consumer-job.log)"
+wait_port "$api_port" 30 "${pids[1]}" || die "consumer-api did not start (log: $LEAFSYNC_RUN_DIR/consumer-api.log)"
+
+cat <<EOT
+
+leafsync is running (logs in $LEAFSYNC_RUN_DIR/consumer-job.log and consumer-api.log).
+Send an event:
+  echo '{"id": 1, "camera_id": 1, "data": "ffd8ffe0", "gps_coordinates": [48.47, 16.58], "created_at": "2023-10-08T15:39:49.123123", "updated_at": null, "is_active": false, "is_deleted": false, "disease": null, "percentage": null}' \\
+    | LEAFSYNC_KAFKA_BROKERS=$LEAFSYNC_KAFKA_BROKERS $target_dir/release/examples/send_event potato
+Read it back:
+  curl -s http://127.0.0.1:$api_port/image-plant/potato/1
+  curl -s http://127.0.0.1:$api_port/image-plant/potato/total
+  curl -s http://127.0.0.1:$api_port/ready
+Metrics:
+  curl -s http://127.0.0.1:$job_port/metrics | grep leafsync_job_images_total
+  curl -s http://127.0.0.1:$api_port/metrics | grep leafsync_api_requests_total
+Press ctrl-c to stop.
+EOT
+
+if [[ -n ${LEAFSYNC_RUN_SECONDS:-} ]]; then
+  sleep "$LEAFSYNC_RUN_SECONDS"
+else
+  wait -n "${pids[@]}" || true
+  log "a binary exited on its own; stopping the pipeline"
+fi
