@@ -2,7 +2,9 @@
 # Installs (once) and starts SecantusDB, a MongoDB-wire-compatible server, on 127.0.0.1.
 # Idempotent: if our server already answers on the port, it only says so.
 # Env: LEAFSYNC_MONGO_PORT (27017), LEAFSYNC_DATA_DIR (.data/local), LEAFSYNC_RUN_DIR (.run),
-#      LEAFSYNC_CACHE_DIR (.cache, holds the venv).
+#      LEAFSYNC_CACHE_DIR (.cache, holds the venv),
+#      LEAFSYNC_MONGO_SYNC_ON_COMMIT (1: fsync the journal on every commit, so writes
+#      acknowledged with j:true survive a crash, as on a real MongoDB; 0: faster, weaker).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -31,8 +33,10 @@ if port_open "$port"; then
   die "127.0.0.1:$port is taken by a process this script did not start; set LEAFSYNC_MONGO_PORT"
 fi
 
+durability=()
+[[ ${LEAFSYNC_MONGO_SYNC_ON_COMMIT:-1} == 1 ]] && durability=(--sync-on-commit)
 nohup "$server" --host 127.0.0.1 --port "$port" --storage-path "$data" --standalone \
-  --cache-size 256M >"$logfile" 2>&1 </dev/null &
+  --cache-size 256M "${durability[@]}" >"$logfile" 2>&1 </dev/null &
 echo $! >"$pidfile"
 if ! wait_port "$port" 30 "$(cat "$pidfile")"; then
   tail -n 20 "$logfile" >&2 || true

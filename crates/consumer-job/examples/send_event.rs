@@ -17,7 +17,8 @@ async fn main() -> anyhow::Result<()> {
     let topic = std::env::args()
         .nth(1)
         .ok_or_else(|| anyhow::anyhow!("usage: send_event TOPIC < events.jsonl"))?;
-    let brokers = std::env::var("LEAFSYNC_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let brokers =
+        std::env::var("LEAFSYNC_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("message.timeout.ms", "15000")
@@ -33,11 +34,17 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|v| v.get("id").map(ToString::to_string))
             .unwrap_or_default();
         let delivery = producer
-            .send(FutureRecord::to(&topic).key(&key).payload(&line), Duration::from_secs(15))
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&line),
+                Duration::from_secs(15),
+            )
             .await
             .map_err(|(e, _)| anyhow::anyhow!("sending to {topic} on {brokers}: {e}"))?;
         sent += 1;
-        eprintln!("sent to {topic}[{}]@{} (key {key})", delivery.partition, delivery.offset);
+        eprintln!(
+            "sent to {topic}[{}]@{} (key {key})",
+            delivery.partition, delivery.offset
+        );
     }
     eprintln!("{sent} event(s) sent");
     Ok(())

@@ -69,3 +69,50 @@ async fn a_mongo_outage_mid_stream_loses_and_skips_nothing() {
     );
     job.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound() {
+    let mut mongo = MongoProcess::start().await;
+    let w = World::new(kafka_brokers(), mongo.uri());
+    for topic in &w.plants {
+        create_topic(topic, 3).await;
+    }
+    create_topic(&w.dlq, 1).await;
+    let mut config = w.config();
+    config.drain_timeout_ms = 1_000;
+    let job = common::start_job(config.clone()).await;
+    let producer = w.producer();
+    let pepper = &w.plants[2];
+
+    send_json(&producer, pepper, &created(1, 1)).await;
+    wait_for_count(&w.mongo().await, COLLECTIONS[2], 1, 60).await;
+    mongo.kill();
+    for id in 2..=6 {
+        send_json(&producer, pepper, &created(id, 1)).await;
+    }
+    eventually(60, "the job to be stuck retrying the write", || async {
+        let r = job.metric("leafsync_job_retries_total", &[("operation", "mongo")]);
+        if r >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{r} retries"))
+        }
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    job.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "shutdown is bounded by the drain timeout (took {:?})",
+        stopping.elapsed()
+    );
+
+    // Nothing of the abandoned batch was committed: the next run applies all of it.
+    mongo.restart().await;
+    let again = common::start_job(config).await;
+    // Image 1 was written before the crash, journaled, then committed: it must survive
+    // the SIGKILL (with an unjournaled write concern it did not).
+    wait_for_count(&w.mongo().await, COLLECTIONS[2], 6, 90).await;
+    assert!(again.metric("leafsync_job_images_total", &[("outcome", "inserted")]) >= 5);
+    again.stop().await;
+}

@@ -79,7 +79,11 @@ pub fn assert_documented<T: serde::Serialize + Default>(readme: &str) {
         .filter(|(name, default)| !readme.contains(&format!("| `{name}` | `{default}` |")))
         .map(|(name, default)| format!("| `{name}` | `{default}` | … |"))
         .collect();
-    assert!(missing.is_empty(), "README.md lacks these configuration rows:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "README.md lacks these configuration rows:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[cfg(test)]

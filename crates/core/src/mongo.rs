@@ -6,7 +6,7 @@ use std::time::Duration;
 use mongodb::{
     Client,
     error::{Error, ErrorKind, WriteFailure},
-    options::ClientOptions,
+    options::{Acknowledgment, ClientOptions, WriteConcern},
 };
 
 /// Server error codes that mean "not now", not "never": elections, shutdowns, network,
@@ -64,11 +64,25 @@ pub fn is_retriable(err: &Error) -> bool {
     }
 }
 
+/// The write concern the job's offsets rely on: acknowledged by a majority and in the
+/// journal. Without `j`, a server killed right after acknowledging can lose a write whose
+/// offset is already committed (a test of ours saw exactly that).
+pub fn durable_write_concern() -> WriteConcern {
+    WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build()
+}
+
 /// Builds a client with short, explicit timeouts so an unreachable server shows up as a
-/// retriable error within seconds instead of hanging a batch for the driver's default 30 s.
+/// retriable error within seconds instead of hanging a batch for the driver's default 30 s,
+/// and with [`durable_write_concern`] unless the URI chose one (`w=`, `journal=`).
 pub async fn connect(uri: &str, app_name: &str) -> Result<Client, Error> {
     let mut options = ClientOptions::parse(uri).await?;
     options.app_name = Some(app_name.to_owned());
+    options
+        .write_concern
+        .get_or_insert_with(durable_write_concern);
     options
         .server_selection_timeout
         .get_or_insert(Duration::from_secs(5));

@@ -8,14 +8,33 @@
 use mongodb::bson::{Bson, Document};
 use serde_json::{Map, Value};
 
-/// Renders one stored image as the Image API's JSON object.
+/// The Image API model's fields, in its order; a response lists them first.
+const MODEL_ORDER: [&str; 10] = [
+    "id",
+    "camera_id",
+    "data",
+    "gps_coordinates",
+    "created_at",
+    "updated_at",
+    "is_active",
+    "is_deleted",
+    "disease",
+    "percentage",
+];
+
+/// Renders one stored image as the Image API renders it: the model's fields in the
+/// model's order (whatever order the upserts left them in), then any extra fields.
 pub fn image_json(doc: &Document) -> Value {
     let mut out = Map::new();
-    for (key, value) in doc {
-        if key == "_id" {
-            continue;
+    for key in MODEL_ORDER {
+        if let Some(value) = doc.get(key) {
+            out.insert(key.to_owned(), bson_json(value));
         }
-        out.insert(key.clone(), bson_json(value));
+    }
+    for (key, value) in doc {
+        if key != "_id" && !MODEL_ORDER.contains(&key.as_str()) {
+            out.insert(key.clone(), bson_json(value));
+        }
     }
     Value::Object(out)
 }
@@ -25,7 +44,9 @@ fn bson_json(value: &Bson) -> Value {
         Bson::Binary(bin) => Value::String(hex::encode(&bin.bytes)),
         Bson::DateTime(at) => Value::String(python_isoformat(*at)),
         Bson::Array(items) => Value::Array(items.iter().map(bson_json).collect()),
-        Bson::Document(doc) => image_json(doc),
+        Bson::Document(doc) => {
+            Value::Object(doc.iter().map(|(k, v)| (k.clone(), bson_json(v))).collect())
+        }
         other => other.clone().into_relaxed_extjson(),
     }
 }
@@ -59,5 +80,18 @@ mod tests {
         let mut stored = change.set.clone();
         stored.insert("_id", mongodb::bson::oid::ObjectId::new());
         assert_eq!(image_json(&stored), event);
+        // Upserts may store fields in another order; the response keeps the model's.
+        let mut reordered =
+            mongodb::bson::doc! { "updated_at": stored.get("updated_at").cloned(), "extra": 1 };
+        reordered.extend(stored);
+        let keys: Vec<String> = image_json(&reordered)
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys[..3], ["id", "camera_id", "data"]);
+        assert_eq!(keys[5], "updated_at");
+        assert_eq!(keys.last().unwrap(), "extra");
     }
 }

@@ -47,6 +47,13 @@ pub async fn mongo_client_at(uri: &str) -> mongodb::Client {
         .await
         .expect("LEAFSYNC_TEST_MONGO_URI is not a valid MongoDB URI");
     options.server_selection_timeout = Some(Duration::from_secs(5));
+    // Tests write as the job does: majority, journaled.
+    options.write_concern = Some(
+        mongodb::options::WriteConcern::builder()
+            .w(mongodb::options::Acknowledgment::Majority)
+            .journal(true)
+            .build(),
+    );
     let client = mongodb::Client::with_options(options).expect("mongodb client options");
     if let Err(e) = client
         .database("admin")
@@ -103,7 +110,8 @@ pub async fn create_topic(name: &str, partitions: i32) {
 }
 
 /// A SecantusDB server of a test's own, on a free port, that the test may kill and
-/// restart (to simulate a MongoDB outage) without disturbing other tests.
+/// restart (to simulate a MongoDB outage) without disturbing other tests. It honours
+/// `j: true` (`--sync-on-commit`), as a real MongoDB does.
 pub struct MongoProcess {
     /// The port it listens on (kept across restarts).
     pub port: u16,
@@ -154,6 +162,9 @@ impl MongoProcess {
                 &self.port.to_string(),
                 "--standalone",
             ])
+            // Without it SecantusDB acknowledges `j: true` writes that a SIGKILL can
+            // still lose; real MongoDB does not, and these tests kill the server.
+            .arg("--sync-on-commit")
             .args(["--cache-size", "128M", "--storage-path"])
             .arg(&self.data)
             .stdout(std::process::Stdio::null())
