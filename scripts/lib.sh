@@ -12,8 +12,8 @@ export ROOT
 : "${LEAFSYNC_TOPICS:=potato tomato pepper}"
 : "${LEAFSYNC_TOPIC_PARTITIONS:=3}"
 : "${LEAFSYNC_DLQ_TOPIC:=leafsync-dead-letter}"
-SECANTUS_VERSION="0.7.0b3"
-TANSU_VERSION="0.6.0"
+export SECANTUS_VERSION="0.7.0b3"
+export TANSU_VERSION="0.6.0"
 # Relative overrides are taken from the repository root, whatever the caller's directory.
 abs() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$ROOT" "$1" ;; esac; }
 LEAFSYNC_CACHE_DIR=$(abs "$LEAFSYNC_CACHE_DIR")

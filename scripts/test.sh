@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The project's test command (README: "Test"): with the local services up (see
-# scripts/with-services.sh), runs cargo fmt --check, clippy -D warnings and
-# cargo test --workspace; extra arguments go to `cargo test`.
+# The project's test command (README: "Test"): the offline non-Rust checks
+# (scripts/lint.sh: hadolint, shellcheck, manifests, GitLab CI schema), then, with the
+# local services up (see scripts/with-services.sh), cargo fmt --check, clippy -D warnings
+# and cargo test --workspace; extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/lint.sh
+# The inner script expands its variables itself, after with-services.sh exported them.
+# shellcheck disable=SC2016
 exec scripts/with-services.sh bash -c '
   set -euo pipefail
   echo "[test.sh] cargo fmt --check" >&2

@@ -54,6 +54,9 @@ pub struct JobConfig {
     pub kafka_session_timeout_ms: u32,
     /// How often librdkafka reports statistics (consumer lag metric).
     pub kafka_statistics_interval_ms: u32,
+    /// Most KiB librdkafka prefetches ahead of the job (its default, 64 MiB, would
+    /// dominate the job's memory).
+    pub kafka_queued_max_kbytes: u32,
     /// MongoDB connection string (may hold credentials: never logged).
     pub mongo_uri: String,
     /// Consumer database.
@@ -97,6 +100,7 @@ impl Default for JobConfig {
             dlq_topic: "leafsync-dead-letter".to_owned(),
             kafka_session_timeout_ms: 10_000,
             kafka_statistics_interval_ms: 5_000,
+            kafka_queued_max_kbytes: 16_384,
             mongo_uri:
                 "mongodb://mongodb-consumer.leaf-image-management-system.svc.cluster.local:27017"
                     .to_owned(),

@@ -1,0 +1,320 @@
+//! The Kubernetes manifests, rendered with `kubectl kustomize` exactly as they are
+//! applied, checked for the properties the deployment relies on. Schemas are validated by
+//! `scripts/lint.sh`; this test checks meaning: limits everywhere, non-root read-only
+//! containers, the Ingress only on GKE, probes and health checks wired to routes the
+//! real router serves, and ConfigMap values the binaries' own config parsers accept.
+
+use std::{collections::HashMap, path::Path, process::Command};
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+use base64::Engine;
+use consumer_api::{ApiConfig, AppState, app};
+use serde_yaml::Value;
+use tower::ServiceExt;
+
+fn render(dir: &str) -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root.join(dir))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubectl is needed to render the manifests ({e}); scripts/test.sh checks for it")
+        });
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8 YAML");
+    text.split("\n---\n")
+        .map(|doc| serde_yaml::from_str::<Value>(doc).expect("valid YAML"))
+        .collect()
+}
+
+fn kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn named<'a>(objects: &'a [Value], k: &str, name: &str) -> &'a Value {
+    kind(objects, k)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {k} {name}"))
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v:?}"))
+}
+
+/// The variables a Deployment's container gets from its ConfigMaps and Secrets.
+fn environment(objects: &[Value], deployment: &Value) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    for source in deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        .as_sequence()
+        .expect("envFrom")
+    {
+        if let Some(name) = source["configMapRef"]["name"].as_str() {
+            for (k, v) in named(objects, "ConfigMap", name)["data"]
+                .as_mapping()
+                .expect("data")
+            {
+                vars.push((text(k).to_owned(), text(v).to_owned()));
+            }
+        }
+        if let Some(name) = source["secretRef"]["name"].as_str() {
+            for (k, v) in named(objects, "Secret", name)["data"]
+                .as_mapping()
+                .expect("data")
+            {
+                // kustomize wraps long base64 values over several lines.
+                let compact: String = text(v).split_whitespace().collect();
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(compact)
+                    .expect("base64");
+                vars.push((
+                    text(k).to_owned(),
+                    String::from_utf8(decoded).expect("UTF-8 secret"),
+                ));
+            }
+        }
+    }
+    vars
+}
+
+async fn status(path: &str) -> StatusCode {
+    let config = ApiConfig {
+        mongo_uri: "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200".to_owned(),
+        ready_timeout_ms: 300,
+        ..ApiConfig::default()
+    };
+    let router = app(AppState::connect(&config).await.expect("lazy client"));
+    router
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+        .status()
+}
+
+#[test]
+fn every_container_has_limits_and_runs_unprivileged_read_only_as_non_root() {
+    for overlay in ["manifests/overlays/minikube", "manifests/overlays/gke"] {
+        let objects = render(overlay);
+        let deployments = kind(&objects, "Deployment");
+        assert_eq!(deployments.len(), 2, "{overlay}");
+        for d in deployments {
+            let pod = &d["spec"]["template"]["spec"];
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], Value::Bool(true));
+            for c in pod["containers"].as_sequence().unwrap() {
+                let name = text(&c["name"]);
+                for bound in ["requests", "limits"] {
+                    for resource in ["cpu", "memory"] {
+                        assert!(
+                            c["resources"][bound][resource].is_string(),
+                            "{overlay} {name}: {bound}.{resource}"
+                        );
+                    }
+                }
+                let sc = &c["securityContext"];
+                assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false), "{name}");
+                assert_eq!(sc["readOnlyRootFilesystem"], Value::Bool(true), "{name}");
+                assert!(
+                    sc["capabilities"]["drop"]
+                        .as_sequence()
+                        .unwrap()
+                        .contains(&Value::from("ALL")),
+                    "{name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn only_gke_has_an_ingress_and_it_is_the_only_way_in() {
+    let minikube = render("manifests/overlays/minikube");
+    assert!(
+        kind(&minikube, "Ingress").is_empty(),
+        "minikube needs no Ingress (port-forward)"
+    );
+    let gke = render("manifests/overlays/gke");
+    let ingresses = kind(&gke, "Ingress");
+    assert_eq!(ingresses.len(), 1);
+    let spec = &ingresses[0]["spec"];
+    for path in spec["rules"][0]["http"]["paths"].as_sequence().unwrap() {
+        assert_eq!(path["backend"]["service"]["name"], "consumer-api");
+        assert!(
+            text(&path["path"]) == "/openapi.json"
+                || text(&path["path"]).starts_with("/image-plant")
+        );
+    }
+    for service in kind(&gke, "Service") {
+        assert_eq!(
+            service["spec"]["type"], "ClusterIP",
+            "no NodePort or LoadBalancer on GKE"
+        );
+    }
+    let api_service = named(&gke, "Service", "consumer-api");
+    assert_eq!(
+        api_service["metadata"]["annotations"]["cloud.google.com/backend-config"],
+        r#"{"default": "consumer-api"}"#
+    );
+    for (dir, env) in [
+        ("manifests/overlays/minikube", "dev"),
+        ("manifests/overlays/gke", "prod"),
+    ] {
+        for object in render(dir) {
+            assert_eq!(
+                object["metadata"]["labels"]["env"], env,
+                "{dir}: {:?}",
+                object["metadata"]["name"]
+            );
+        }
+    }
+    let with_nginx = render("manifests/examples/minikube-ingress");
+    let nginx = kind(&with_nginx, "Ingress");
+    assert_eq!(nginx.len(), 1);
+    assert!(
+        nginx[0]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/rewrite-target"].is_null(),
+        "no rewrite-target: paths reach the API unchanged"
+    );
+}
+
+#[tokio::test]
+async fn probes_and_the_gke_health_check_hit_routes_the_api_serves() {
+    let gke = render("manifests/overlays/gke");
+    let api = named(&gke, "Deployment", "consumer-api");
+    let container = &api["spec"]["template"]["spec"]["containers"][0];
+    let port = container["ports"][0]["containerPort"].as_u64().unwrap();
+    let live = text(&container["livenessProbe"]["httpGet"]["path"]);
+    let ready = text(&container["readinessProbe"]["httpGet"]["path"]);
+    assert_eq!(
+        status(live).await,
+        StatusCode::OK,
+        "liveness never depends on the DB"
+    );
+    assert_eq!(
+        status(ready).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "readiness follows the DB (down here)"
+    );
+    let health = &named(&gke, "BackendConfig", "consumer-api")["spec"]["healthCheck"];
+    assert_eq!(text(&health["requestPath"]), ready);
+    assert_eq!(
+        health["port"].as_u64(),
+        Some(port),
+        "NEG health checks go to the container port"
+    );
+    let env = environment(&gke, api);
+    let addr = &env
+        .iter()
+        .find(|(k, _)| k == "LEAFSYNC_API_ADDR")
+        .expect("API address")
+        .1;
+    assert!(
+        addr.ends_with(&format!(":{port}")),
+        "the API listens on its containerPort"
+    );
+    let job = named(&gke, "Deployment", "consumer-job");
+    let job_probe =
+        text(&job["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"]);
+    let job_router = consumer_job::metrics::router(consumer_job::JobMetrics::new());
+    let response = job_router
+        .oneshot(Request::get(job_probe).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[test]
+fn config_maps_hold_values_the_binaries_accept_and_the_grace_period_covers_the_drain() {
+    let gke = render("manifests/overlays/gke");
+    let job = named(&gke, "Deployment", "consumer-job");
+    let job_config = consumer_job::JobConfig::from_vars(environment(&gke, job))
+        .expect("job ConfigMap is valid config");
+    assert!(
+        job_config.kafka_brokers.ends_with(":9092"),
+        "in-cluster Kafka listens on 9092"
+    );
+    let grace_ms = job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap()
+        * 1000;
+    assert!(
+        grace_ms > job_config.drain_timeout_ms + 5_000,
+        "grace {grace_ms} ms must exceed the drain bound plus the final commit"
+    );
+    let api = named(&gke, "Deployment", "consumer-api");
+    ApiConfig::from_vars(environment(&gke, api)).expect("API ConfigMap is valid config");
+    let metrics_port =
+        job["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+            .as_u64()
+            .unwrap();
+    assert_eq!(
+        job_config.metrics_addr.port(),
+        u16::try_from(metrics_port).unwrap()
+    );
+}
+
+#[test]
+fn service_monitors_find_prometheus_and_a_named_metrics_port() {
+    let gke = render("manifests/overlays/gke");
+    let monitors = kind(&gke, "ServiceMonitor");
+    assert_eq!(monitors.len(), 2);
+    let services: HashMap<&str, &Value> = kind(&gke, "Service")
+        .into_iter()
+        .map(|s| (text(&s["metadata"]["name"]), s))
+        .collect();
+    for m in monitors {
+        assert_eq!(m["metadata"]["labels"]["release"], "prometheus");
+        let endpoint = &m["spec"]["endpoints"][0];
+        assert_eq!(
+            endpoint["port"], "metrics",
+            "LIMS convention: endpoint port name metrics"
+        );
+        assert_eq!(endpoint["path"], "/metrics");
+        let selector = &m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"];
+        let service = services
+            .values()
+            .find(|s| s["metadata"]["labels"]["app.kubernetes.io/name"] == *selector)
+            .expect("a Service the monitor selects");
+        let ports = service["spec"]["ports"].as_sequence().unwrap();
+        assert!(ports.iter().any(|p| p["name"] == "metrics"), "{selector:?}");
+    }
+}
+
+#[test]
+fn keda_scales_the_job_on_lag_up_to_the_partition_count_only() {
+    let objects = render("manifests/examples/gke-keda");
+    let scaled = &kind(&objects, "ScaledObject")[0]["spec"];
+    assert_eq!(scaled["scaleTargetRef"]["name"], "consumer-job");
+    let triggers = scaled["triggers"].as_sequence().unwrap();
+    let job = named(&objects, "Deployment", "consumer-job");
+    let config = consumer_job::JobConfig::from_vars(environment(&objects, job)).unwrap();
+    let topics: Vec<String> = config
+        .routes()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.topic)
+        .collect();
+    for t in triggers {
+        assert_eq!(t["type"], "kafka");
+        assert_eq!(
+            t["metadata"]["consumerGroup"].as_str(),
+            Some(config.kafka_group_id.as_str())
+        );
+        assert!(
+            topics
+                .iter()
+                .any(|topic| t["metadata"]["topic"] == topic.as_str())
+        );
+    }
+    // LIMS's topics have one partition each: more replicas than topics would idle.
+    assert_eq!(
+        scaled["maxReplicaCount"].as_u64(),
+        Some(topics.len() as u64)
+    );
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Deploys leafsync to the current GKE cluster (kubectl context) next to LIMS: builds and
+# pushes both images to the project's Artifact Registry, applies the gke overlay with
+# those images, waits for the rollout and for the Ingress address, prints the curl line.
+# Usage: scripts/start.prod.sh PROJECT_ID
+# Env: LEAFSYNC_REGION (europe-west1), LEAFSYNC_REPOSITORY (leafsync),
+#      LEAFSYNC_TAG (git short hash), LEAFSYNC_OVERLAY (manifests/overlays/gke;
+#      manifests/examples/gke-keda adds KEDA scaling).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ $# -eq 1 ]] || { echo "usage: scripts/start.prod.sh PROJECT_ID" >&2; exit 2; }
+project=$1
+region=${LEAFSYNC_REGION:-europe-west1}
+repository=${LEAFSYNC_REPOSITORY:-leafsync}
+tag=${LEAFSYNC_TAG:-$(git rev-parse --short HEAD)}
+overlay=${LEAFSYNC_OVERLAY:-manifests/overlays/gke}
+namespace=leaf-image-management-system
+registry="$region-docker.pkg.dev/$project/$repository"
+
+for tool in gcloud kubectl docker; do
+  command -v "$tool" >/dev/null || { echo "start.prod.sh: $tool is required" >&2; exit 1; }
+done
+kubectl get namespace "$namespace" >/dev/null ||
+  { echo "start.prod.sh: namespace $namespace not found in $(kubectl config current-context): deploy LIMS first" >&2; exit 1; }
+
+gcloud artifacts repositories describe "$repository" --project "$project" --location "$region" >/dev/null 2>&1 ||
+  gcloud artifacts repositories create "$repository" --project "$project" --location "$region" --repository-format docker
+gcloud auth configure-docker "$region-docker.pkg.dev" --quiet
+for component in job api; do
+  image="$registry/consumer-$component:$tag"
+  echo "building and pushing $image"
+  docker build -f "Dockerfile.$component" -t "$image" .
+  docker push "$image"
+done
+
+# A throw-away overlay on top of the chosen one that names the pushed images.
+work=$(mktemp -d "$PWD/manifests/.deploy-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cat >"$work/kustomization.yaml" <<EOT
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../$overlay
+images:
+  - name: leafsync/consumer-job
+    newName: $registry/consumer-job
+    newTag: "$tag"
+  - name: leafsync/consumer-api
+    newName: $registry/consumer-api
+    newTag: "$tag"
+EOT
+kubectl apply -k "$work"
+kubectl -n "$namespace" rollout status deployment/consumer-job --timeout=300s
+kubectl -n "$namespace" rollout status deployment/consumer-api --timeout=300s
+
+echo "waiting for the Ingress address (a new GKE load balancer takes a few minutes)"
+address=""
+for _ in $(seq 1 60); do
+  address=$(kubectl -n "$namespace" get ingress consumer-api -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
+  [[ -n $address ]] && break
+  sleep 10
+done
+[[ -n $address ]] || { echo "start.prod.sh: no Ingress address after 10 minutes; check: kubectl -n $namespace describe ingress consumer-api" >&2; exit 1; }
+cat <<EOT
+leafsync is running on GKE. The API's only entry point is its Ingress:
+  curl -s http://$address/image-plant/potato/total
+  curl -s http://$address/image-plant/potato/1
+(The load balancer may answer 502 for a few more minutes while its health checks on /ready pass.)
+Stop with scripts/stop.prod.sh.
+EOT
