@@ -9,9 +9,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// The API's metrics and their registry.
 #[derive(Clone)]
@@ -63,11 +61,7 @@ impl ApiMetrics {
 
     /// The text exposition.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("text encoding into a Vec cannot fail");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        leafsync_core::metrics::render(&self.registry)
     }
 }
 
@@ -93,7 +87,7 @@ pub async fn track(State(metrics): State<ApiMetrics>, request: Request, next: Ne
 /// `GET /metrics`.
 pub async fn render(State(metrics): State<ApiMetrics>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, leafsync_core::metrics::CONTENT_TYPE)],
         metrics.render(),
     )
 }

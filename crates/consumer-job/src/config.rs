@@ -263,12 +263,7 @@ impl JobConfig {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use leafsync_test_support::vars;
 
     #[test]
     fn defaults_point_at_the_lims_cluster_and_its_three_topics() {

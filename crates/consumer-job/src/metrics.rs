@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -161,11 +160,7 @@ impl JobMetrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("text encoding into a Vec cannot fail");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        leafsync_core::metrics::render(&self.registry)
     }
 }
 
@@ -179,7 +174,7 @@ pub fn router(metrics: JobMetrics) -> Router {
 
 async fn render(State(metrics): State<JobMetrics>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, leafsync_core::metrics::CONTENT_TYPE)],
         metrics.render(),
     )
 }

@@ -104,12 +104,7 @@ mod tests {
         Fast,
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use leafsync_test_support::vars;
 
     #[test]
     fn parse_errors_missing_values_and_bad_variants_name_the_full_variable() {

@@ -7,11 +7,13 @@
 //! - [`event`]: the boundary parser, Kafka record value (Image API JSON) → [`event::ImageChange`].
 //! - [`view`]: the reverse direction, a stored document → the Image API's JSON shape.
 //! - [`repo`]: [`repo::ImageRepository`], batched order-safe upserts and the read queries.
+//! - [`metrics`]: the Prometheus text exposition both binaries serve.
 //! - [`mongo`]: connecting, and deciding which Mongo errors are worth retrying.
 //! - [`runtime`]: logging set-up and the shutdown signal both binaries share.
 
 pub mod env;
 pub mod event;
+pub mod metrics;
 pub mod mongo;
 pub mod plant;
 pub mod repo;

@@ -14,6 +14,14 @@ use rdkafka::{
     client::DefaultClientContext,
 };
 
+/// `(name, value)` pairs as owned strings: an environment for config parsers under test.
+pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// The MongoDB wire server the tests use.
 pub fn mongo_uri() -> String {
     std::env::var("LEAFSYNC_TEST_MONGO_URI")
