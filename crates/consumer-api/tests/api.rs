@@ -288,3 +288,57 @@ async fn every_path_in_the_openapi_document_is_served() {
         "the documented limit is the enforced one"
     );
 }
+
+/// A router whose DB calls hang for 2 s (server selection against a closed port).
+async fn slow_db(request_timeout_ms: u64, max_concurrent_requests: usize) -> Router {
+    let config = ApiConfig {
+        mongo_uri: "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=2000".to_owned(),
+        request_timeout_ms,
+        max_concurrent_requests,
+        ..ApiConfig::default()
+    };
+    app(AppState::connect(&config).await.expect("lazy client"))
+}
+
+#[tokio::test]
+async fn a_slow_database_is_cut_off_at_the_request_timeout() {
+    let router = slow_db(300, 16).await;
+    let started = std::time::Instant::now();
+    let (status, body) = get(&router, "/image-plant/potato/1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_bound_are_shed_at_once_but_probes_still_answer() {
+    let router = slow_db(5_000, 1).await;
+    let busy = tokio::spawn({
+        let router = router.clone();
+        async move { get(&router, "/image-plant/potato/1").await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let (status, body) = get(&router, "/image-plant/potato/2").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "overloaded");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "shed, not queued"
+    );
+    assert_eq!(
+        get(&router, "/live").await.0,
+        StatusCode::OK,
+        "probes are outside the bound"
+    );
+    let (status, _) = busy.await.unwrap();
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the slow request itself ends as DB unavailable"
+    );
+}
