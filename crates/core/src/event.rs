@@ -416,6 +416,22 @@ mod tests {
     }
 
     #[test]
+    fn floats_parse_to_exactly_the_double_that_was_printed() {
+        // serde_json's default float parser may be 1 ULP off; the workspace enables
+        // `float_roundtrip` so coordinates equal the producer DB's doubles bit for bit.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            #[allow(clippy::cast_precision_loss)]
+            let x = 48.0 + (state % 1_000_000_007) as f64 / 1_000_000_007.0;
+            let c = change(&json!({"id": 1, "gps_coordinates": [x, x], "percentage": x})).unwrap();
+            assert_eq!(c.set.get_f64("percentage").unwrap().to_bits(), x.to_bits(), "{x:?}");
+        }
+    }
+
+    #[test]
     fn liberal_ids_are_accepted_when_unambiguous() {
         assert_eq!(change(&json!({"id": "12"})).unwrap().id, 12);
         assert_eq!(change(&json!({"id": 12.0})).unwrap().id, 12);

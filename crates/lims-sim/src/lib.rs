@@ -1,0 +1,18 @@
+//! `lims-sim`: a stand-in for the LIMS producer side, for demos, end-to-end tests and the
+//! batch-vs-stream comparison, since LIMS's own Python services cannot run here.
+//!
+//! # Layout
+//! - [`jpeg`]: real JPEG bytes (~15 KiB) for camera images.
+//! - [`image`]: one leaf image as the producer DB stores it (pymongo's BSON types, built
+//!   independently of leafsync's parser) and as the Image API sends it (JSON, hex data).
+//! - [`simulator`]: the camera, disease, users and delete jobs at LIMS's rates (with a
+//!   speed-up), writing the producer DB and publishing events, with fault knobs.
+//! - [`verify`]: producer DB vs consumer DB, document by document, field by field.
+
+pub mod image;
+pub mod jpeg;
+pub mod simulator;
+pub mod verify;
+
+/// LIMS's producer database.
+pub const PRODUCER_DB: &str = "imagedbplantproducer";

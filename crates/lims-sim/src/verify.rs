@@ -1,0 +1,168 @@
+//! Producer DB vs consumer DB, document by document: the same images, the same fields,
+//! the same BSON types, the same values (`_id` aside: each DB has its own).
+
+use std::{collections::BTreeMap, fmt};
+
+use futures::TryStreamExt;
+use leafsync_core::PlantType;
+use mongodb::{
+    Database,
+    bson::{Bson, Document, doc},
+};
+
+/// Differences found in one plant's collection.
+#[derive(Debug, Default)]
+pub struct PlantReport {
+    /// Images in the producer DB.
+    pub producer: usize,
+    /// Images in the consumer DB.
+    pub consumer: usize,
+    /// Ids only in the producer DB.
+    pub missing: Vec<i64>,
+    /// Ids only in the consumer DB.
+    pub extra: Vec<i64>,
+    /// Ids present in both whose documents differ, with the first difference.
+    pub different: Vec<(i64, String)>,
+}
+
+/// The whole comparison.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// By plant.
+    pub plants: BTreeMap<PlantType, PlantReport>,
+}
+
+impl Report {
+    /// No image missing, extra or different.
+    pub fn is_clean(&self) -> bool {
+        self.plants
+            .values()
+            .all(|p| p.missing.is_empty() && p.extra.is_empty() && p.different.is_empty())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (plant, p) in &self.plants {
+            writeln!(
+                f,
+                "{plant:<7} producer {:>5}  consumer {:>5}  missing {:>4}  extra {:>4}  different {:>4}",
+                p.producer,
+                p.consumer,
+                p.missing.len(),
+                p.extra.len(),
+                p.different.len()
+            )?;
+            for (id, why) in p.different.iter().take(5) {
+                writeln!(f, "  #{id}: {why}")?;
+            }
+        }
+        write!(
+            f,
+            "{}",
+            if self.is_clean() {
+                "CLEAN"
+            } else {
+                "DIFFERENT"
+            }
+        )
+    }
+}
+
+fn id_of(doc: &Document) -> Option<i64> {
+    match doc.get("id")? {
+        Bson::Int32(i) => Some(i64::from(*i)),
+        Bson::Int64(i) => Some(*i),
+        _ => None,
+    }
+}
+
+async fn load(db: &Database, collection: &str) -> mongodb::error::Result<BTreeMap<i64, Document>> {
+    let cursor = db
+        .collection::<Document>(collection)
+        .find(doc! {})
+        .projection(doc! { "_id": 0 })
+        .await?;
+    let docs: Vec<Document> = cursor.try_collect().await?;
+    Ok(docs
+        .into_iter()
+        .filter_map(|d| Some((id_of(&d)?, d)))
+        .collect())
+}
+
+/// The first way two documents differ, if any.
+pub fn difference(producer: &Document, consumer: &Document) -> Option<String> {
+    for (key, value) in producer {
+        match consumer.get(key) {
+            None => return Some(format!("{key} is missing")),
+            Some(other) if other.element_type() != value.element_type() => {
+                return Some(format!(
+                    "{key} is {:?} in the consumer DB, {:?} in the producer DB",
+                    other.element_type(),
+                    value.element_type()
+                ));
+            }
+            Some(other) if other != value => return Some(format!("{key} differs")),
+            Some(_) => {}
+        }
+    }
+    consumer
+        .keys()
+        .find(|k| !producer.contains_key(k))
+        .map(|k| format!("{k} is only in the consumer DB"))
+}
+
+/// Compares the three plant collections of the two databases.
+pub async fn verify(producer: &Database, consumer: &Database) -> mongodb::error::Result<Report> {
+    let mut report = Report::default();
+    for plant in PlantType::ALL {
+        let (p, c) = (
+            load(producer, plant.collection()).await?,
+            load(consumer, plant.collection()).await?,
+        );
+        let mut r = PlantReport {
+            producer: p.len(),
+            consumer: c.len(),
+            ..PlantReport::default()
+        };
+        for (id, pd) in &p {
+            match c.get(id) {
+                None => r.missing.push(*id),
+                Some(cd) => {
+                    if let Some(why) = difference(pd, cd) {
+                        r.different.push((*id, why));
+                    }
+                }
+            }
+        }
+        r.extra = c.keys().filter(|id| !p.contains_key(id)).copied().collect();
+        report.plants.insert(plant, r);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_values_and_field_sets_are_all_compared() {
+        let base = doc! { "id": 1, "updated_at": Bson::Null, "disease": "Healthy" };
+        assert_eq!(difference(&base, &base.clone()), None);
+        let as_string = doc! { "id": 1, "updated_at": "2023-10-09T19:05:14", "disease": "Healthy" };
+        assert!(
+            difference(&base, &as_string)
+                .unwrap()
+                .contains("updated_at is String")
+        );
+        let other_value = doc! { "id": 1, "updated_at": Bson::Null, "disease": "Leaf mold" };
+        assert_eq!(difference(&base, &other_value).unwrap(), "disease differs");
+        let more = doc! { "id": 1, "updated_at": Bson::Null, "disease": "Healthy", "x": 1 };
+        assert_eq!(
+            difference(&base, &more).unwrap(),
+            "x is only in the consumer DB"
+        );
+        let int64 = doc! { "id": 1_i64, "updated_at": Bson::Null, "disease": "Healthy" };
+        assert!(difference(&base, &int64).unwrap().contains("id is Int64"));
+    }
+}
