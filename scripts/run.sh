@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The local pipeline (README: "Run"): SecantusDB + tansu on 127.0.0.1, then consumer-job
-# and consumer-api (release builds). Prints what to try; ctrl-c stops everything it started.
+# The local pipeline (README: "Run"): SecantusDB + tansu on 127.0.0.1, then consumer-job,
+# consumer-api and the LIMS simulator (release builds). Prints what to try and a progress
+# line every 5 s; ctrl-c stops everything it started.
 # Data persists in .data/local between runs (delete it for a clean slate).
 # Env: LEAFSYNC_MONGO_PORT (27017), LEAFSYNC_KAFKA_PORT (9092), LEAFSYNC_API_PORT (8080),
-#      LEAFSYNC_JOB_METRICS_PORT (9100), LEAFSYNC_RUN_SECONDS (unset: until ctrl-c).
+#      LEAFSYNC_JOB_METRICS_PORT (9100), LEAFSYNC_SPEEDUP (100: LIMS's job rates x100;
+#      0: no simulator), LEAFSYNC_RUN_SECONDS (unset: until ctrl-c).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -33,7 +35,7 @@ for service in mongo kafka; do
 done
 
 log "building consumer-job and consumer-api (release)"
-cargo build --release --locked -p consumer-job -p consumer-api --bins --examples
+cargo build --release --locked -p consumer-job -p consumer-api -p lims-sim --bins --examples
 export LEAFSYNC_KAFKA_BROKERS="127.0.0.1:$LEAFSYNC_KAFKA_PORT"
 export LEAFSYNC_MONGO_URI="mongodb://127.0.0.1:$LEAFSYNC_MONGO_PORT"
 export LEAFSYNC_METRICS_ADDR="127.0.0.1:$job_port"
@@ -46,6 +48,12 @@ pids+=($!)
 pids+=($!)
 wait_port "$job_port" 30 "${pids[0]}" || die "consumer-job did not start (log: $LEAFSYNC_RUN_DIR/consumer-job.log)"
 wait_port "$api_port" 30 "${pids[1]}" || die "consumer-api did not start (log: $LEAFSYNC_RUN_DIR/consumer-api.log)"
+speedup=${LEAFSYNC_SPEEDUP:-100}
+if [[ $speedup != 0 ]]; then
+  "$target_dir/release/lims-sim" simulate --speedup "$speedup" >"$LEAFSYNC_RUN_DIR/lims-sim.log" 2>&1 &
+  pids+=($!)
+  log "LIMS simulator running at ${speedup}x LIMS's rates (log: $LEAFSYNC_RUN_DIR/lims-sim.log)"
+fi
 
 cat <<EOT
 
@@ -60,12 +68,34 @@ Read it back:
 Metrics:
   curl -s http://127.0.0.1:$job_port/metrics | grep leafsync_job_images_total
   curl -s http://127.0.0.1:$api_port/metrics | grep leafsync_api_requests_total
+Compare producer and consumer DBs:
+  LEAFSYNC_MONGO_URI=$LEAFSYNC_MONGO_URI $target_dir/release/lims-sim verify
 Press ctrl-c to stop.
 EOT
+
+# metric NAME [LABEL_FILTER]: the sum of a job metric's samples (0 when absent).
+metric() {
+  curl -s "http://127.0.0.1:$job_port/metrics" |
+    awk -v name="$1" -v filter="${2:-}" '$1 ~ "^"name"({|$)" && index($1, filter) { sum += $2 } END { printf "%d", sum }'
+}
+progress() {
+  while sleep 5; do
+    printf '[run.sh] consumed %s | inserted %s updated %s unchanged %s stale %s | dead-lettered %s | lag %s\n' \
+      "$(metric leafsync_job_events_consumed_total)" \
+      "$(metric leafsync_job_images_total 'outcome="inserted"')" \
+      "$(metric leafsync_job_images_total 'outcome="updated"')" \
+      "$(metric leafsync_job_images_total 'outcome="unchanged"')" \
+      "$(metric leafsync_job_images_total 'outcome="stale"')" \
+      "$(metric leafsync_job_dead_lettered_total)" \
+      "$(metric leafsync_job_consumer_lag)"
+  done
+}
+progress &
+pids+=($!)
 
 if [[ -n ${LEAFSYNC_RUN_SECONDS:-} ]]; then
   sleep "$LEAFSYNC_RUN_SECONDS"
 else
-  wait -n "${pids[@]}" || true
+  wait -n "${pids[0]}" "${pids[1]}" || true
   log "a binary exited on its own; stopping the pipeline"
 fi

@@ -99,13 +99,12 @@ fn describe(tpl: &TopicPartitionList) -> String {
         .join(",")
 }
 
-/// The stream consumer: manual offset store and commit, earliest reset (a new group first
-/// copies what is already in the topics, as the batch synchronizer's first run does).
-pub fn consumer(
-    config: &JobConfig,
-    metrics: JobMetrics,
-) -> KafkaResult<StreamConsumer<JobContext>> {
-    ClientConfig::new()
+/// The consumer's settings: manual offset store and commit, earliest reset (a new group
+/// first copies what is already in the topics, as the batch synchronizer's first run
+/// does), bounded prefetch.
+pub fn consumer_config(config: &JobConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &config.kafka_brokers)
         .set("group.id", &config.kafka_group_id)
         .set("client.id", "leafsync-consumer-job")
@@ -121,8 +120,20 @@ pub fn consumer(
             "statistics.interval.ms",
             config.kafka_statistics_interval_ms.to_string(),
         )
-        .set_log_level(RDKafkaLogLevel::Warning)
-        .create_with_context(JobContext { metrics })
+        .set(
+            "queued.max.messages.kbytes",
+            config.kafka_queued_max_kbytes.to_string(),
+        )
+        .set_log_level(RDKafkaLogLevel::Warning);
+    client
+}
+
+/// The stream consumer over [`consumer_config`].
+pub fn consumer(
+    config: &JobConfig,
+    metrics: JobMetrics,
+) -> KafkaResult<StreamConsumer<JobContext>> {
+    consumer_config(config).create_with_context(JobContext { metrics })
 }
 
 /// The dead-letter producer: waits for all in-sync replicas, fails a send after 30 s so
@@ -171,5 +182,24 @@ pub async fn ensure_topic(config: &JobConfig, topic: &str, partitions: i32) {
         },
         Ok(Err(e)) => tracing::warn!(topic, error = %e, "could not create the dead-letter topic"),
         Err(_) => tracing::warn!(topic, "broker did not answer CreateTopics within 15 s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_move_only_by_hand_and_prefetch_is_bounded_by_config() {
+        let config = JobConfig {
+            kafka_queued_max_kbytes: 4096,
+            ..JobConfig::default()
+        };
+        let client = consumer_config(&config);
+        assert_eq!(client.get("enable.auto.commit"), Some("false"));
+        assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(client.get("auto.offset.reset"), Some("earliest"));
+        assert_eq!(client.get("queued.max.messages.kbytes"), Some("4096"));
+        assert_eq!(client.get("session.timeout.ms"), Some("10000"));
     }
 }

@@ -427,7 +427,11 @@ mod tests {
             #[allow(clippy::cast_precision_loss)]
             let x = 48.0 + (state % 1_000_000_007) as f64 / 1_000_000_007.0;
             let c = change(&json!({"id": 1, "gps_coordinates": [x, x], "percentage": x})).unwrap();
-            assert_eq!(c.set.get_f64("percentage").unwrap().to_bits(), x.to_bits(), "{x:?}");
+            assert_eq!(
+                c.set.get_f64("percentage").unwrap().to_bits(),
+                x.to_bits(),
+                "{x:?}"
+            );
         }
     }
 

@@ -13,7 +13,9 @@ pub fn init_tracing(json: bool) {
             .with(fmt::layer().json().flatten_event(true))
             .init();
     } else {
-        registry.with(fmt::layer()).init();
+        // Colours only on a terminal: log files and collectors get plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        registry.with(fmt::layer().with_ansi(ansi)).init();
     }
 }
 

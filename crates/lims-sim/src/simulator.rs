@@ -256,13 +256,23 @@ pub async fn run(
         .set("bootstrap.servers", &config.brokers)
         .set("message.timeout.ms", "30000")
         .create()?;
+    // Ids continue the producer DB's sequence, as LIMS's camera job does across restarts.
+    let mut next_id = [0; 3];
+    for (i, plant) in PlantType::ALL.iter().enumerate() {
+        let last = db
+            .collection::<mongodb::bson::Document>(plant.collection())
+            .find_one(doc! {})
+            .sort(doc! { "id": -1 })
+            .await?;
+        next_id[i] = last.and_then(|d| d.get_i32("id").ok()).unwrap_or(0);
+    }
     let mut sim = Sim {
         config,
         db,
         producer,
         rng: StdRng::seed_from_u64(config.seed),
         images: Vec::new(),
-        next_id: [0; 3],
+        next_id,
         next_plant: 0,
         stats: Stats::default(),
     };
@@ -276,6 +286,8 @@ pub async fn run(
     let start = tokio::time::Instant::now();
     let mut due: Vec<tokio::time::Instant> = jobs.iter().map(|_| start).collect();
     let deadline = config.duration.map(|d| start + d);
+    let mut report =
+        tokio::time::interval_at(start + Duration::from_secs(5), Duration::from_secs(5));
     loop {
         let (next, at) = due
             .iter()
@@ -288,6 +300,11 @@ pub async fn run(
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = report.tick() => {
+                let s = &sim.stats;
+                tracing::info!(created = s.created, updated = s.updated, deleted = s.deleted, published = s.published, "simulating");
+                continue;
+            }
             () = tokio::time::sleep_until(at) => {}
         }
         sim.run_job(jobs[next]).await?;
