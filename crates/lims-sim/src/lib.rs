@@ -2,6 +2,7 @@
 //! batch-vs-stream comparison, since LIMS's own Python services cannot run here.
 //!
 //! # Layout
+//! - [`batch_sync`]: LIMS's Db Synchronizer Job (pages of 50, every N s) with its gauges.
 //! - [`jpeg`]: real JPEG bytes (~15 KiB) for camera images.
 //! - [`image`]: one leaf image as the producer DB stores it (pymongo's BSON types, built
 //!   independently of leafsync's parser) and as the Image API sends it (JSON, hex data).
@@ -9,6 +10,7 @@
 //!   speed-up), writing the producer DB and publishing events, with fault knobs.
 //! - [`verify`]: producer DB vs consumer DB, document by document, field by field.
 
+pub mod batch_sync;
 pub mod image;
 pub mod jpeg;
 pub mod simulator;

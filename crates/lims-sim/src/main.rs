@@ -59,12 +59,41 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// LIMS's Db Synchronizer: copy new/changed images in pages of 50, at start and every
+    /// interval, exposing its gauges at /metrics.
+    BatchSync {
+        /// Database the batch copies into (keep it apart from the stream's).
+        #[arg(long, default_value = "imagedbplantbatch")]
+        consumer_db: String,
+        /// Seconds between runs (LIMS: 600).
+        #[arg(long, default_value_t = 600.0)]
+        interval_seconds: f64,
+        /// Address of /metrics.
+        #[arg(long, default_value = "127.0.0.1:8051")]
+        metrics_addr: std::net::SocketAddr,
+        /// Run once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Compare the producer DB with the consumer DB; exit 1 when they differ.
     Verify {
         /// Consumer database.
         #[arg(long, default_value = leafsync_core::CONSUMER_DB)]
         consumer_db: String,
     },
+}
+
+/// A token cancelled by the first ctrl-c or SIGTERM.
+fn signal_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    tokio::spawn({
+        let token = token.clone();
+        async move {
+            leafsync_core::runtime::shutdown_signal().await;
+            token.cancel();
+        }
+    });
+    token
 }
 
 #[tokio::main]
@@ -108,16 +137,40 @@ async fn main() -> anyhow::Result<()> {
                 poison_rate,
                 seed,
             };
-            let shutdown = CancellationToken::new();
-            tokio::spawn({
-                let shutdown = shutdown.clone();
-                async move {
-                    leafsync_core::runtime::shutdown_signal().await;
-                    shutdown.cancel();
-                }
-            });
-            let stats = simulator::run(&config, &producer_db, shutdown).await?;
+            let stats = simulator::run(&config, &producer_db, signal_token()).await?;
             println!("{stats:?}");
+        }
+        Command::BatchSync {
+            consumer_db,
+            interval_seconds,
+            metrics_addr,
+            once,
+        } => {
+            anyhow::ensure!(
+                interval_seconds > 0.0,
+                "--interval-seconds must be positive"
+            );
+            let consumer = client.database(&consumer_db);
+            let metrics = lims_sim::batch_sync::SyncMetrics::default();
+            if once {
+                let report =
+                    lims_sim::batch_sync::run_once(&producer_db, &consumer, &metrics).await?;
+                println!("{report:?}");
+                return Ok(());
+            }
+            let listener = tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("--metrics-addr {metrics_addr}"))?;
+            let interval = Duration::from_secs_f64(interval_seconds);
+            lims_sim::batch_sync::serve(
+                &producer_db,
+                &consumer,
+                &metrics,
+                interval,
+                listener,
+                signal_token(),
+            )
+            .await?;
         }
         Command::Verify { consumer_db } => {
             let report = verify::verify(&producer_db, &client.database(&consumer_db)).await?;
