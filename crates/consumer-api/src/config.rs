@@ -47,46 +47,13 @@ impl Default for ApiConfig {
     }
 }
 
-/// A configuration value that cannot be used; the message names the variable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Missing or not parseable.
-    #[error(transparent)]
-    Env(#[from] leafsync_core::env::EnvError),
-    /// Parsed but unusable.
-    #[error("invalid configuration: {var}: {problem}")]
-    Invalid {
-        /// The environment variable.
-        var: &'static str,
-        /// What is wrong with it.
-        problem: &'static str,
-    },
-}
+pub use leafsync_core::env::{ConfigError, EnvConfig};
 
-impl ApiConfig {
-    /// Reads `LEAFSYNC_*` variables over the defaults and validates the result.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
-    }
-
-    /// As [`Self::from_env`], from any set of variables (for tests).
-    pub fn from_vars(
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let config: Self = leafsync_core::env::from_vars(vars)?;
-        config.validate()?;
-        Ok(config)
-    }
-
+impl EnvConfig for ApiConfig {
     /// Checks what serde cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &'static str, &'static str); 7] = [
-            (
-                self.mongo_uri.starts_with("mongodb://")
-                    || self.mongo_uri.starts_with("mongodb+srv://"),
-                "LEAFSYNC_MONGO_URI",
-                "must start with mongodb:// or mongodb+srv://",
-            ),
+    fn validate(&self) -> Result<(), ConfigError> {
+        leafsync_core::env::check_mongo_uri(&self.mongo_uri)?;
+        let checks: [(bool, &'static str, &'static str); 6] = [
             (
                 !self.mongo_db.trim().is_empty(),
                 "LEAFSYNC_MONGO_DB",
@@ -119,11 +86,13 @@ impl ApiConfig {
             ),
         ];
         match checks.into_iter().find(|(ok, _, _)| !ok) {
-            Some((_, var, problem)) => Err(ConfigError::Invalid { var, problem }),
+            Some((_, var, problem)) => Err(ConfigError::invalid(var, problem)),
             None => Ok(()),
         }
     }
+}
 
+impl ApiConfig {
     /// `request_timeout_ms` as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)

@@ -1,7 +1,7 @@
 //! `consumer-api` entry point: config, logging, connect, serve until SIGTERM/ctrl-c.
 
 use anyhow::Context;
-use consumer_api::{ApiConfig, AppState, app, serve};
+use consumer_api::{ApiConfig, AppState, app, config::EnvConfig, serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

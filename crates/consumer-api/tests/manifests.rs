@@ -11,7 +11,7 @@ use axum::{
     http::{Request, StatusCode},
 };
 use base64::Engine;
-use consumer_api::{ApiConfig, AppState, app};
+use consumer_api::{ApiConfig, AppState, app, config::EnvConfig};
 use serde_yaml::Value;
 use tower::ServiceExt;
 

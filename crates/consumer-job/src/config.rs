@@ -120,45 +120,12 @@ impl Default for JobConfig {
     }
 }
 
-/// A configuration value that cannot be used; the message names the variable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Missing or not parseable; the message names the variable.
-    #[error(transparent)]
-    Env(#[from] leafsync_core::env::EnvError),
-    /// Parsed but unusable.
-    #[error("invalid configuration: {var}: {problem}")]
-    Invalid {
-        /// The environment variable.
-        var: &'static str,
-        /// What is wrong with it.
-        problem: String,
-    },
-}
+pub use leafsync_core::env::{ConfigError, EnvConfig};
 
-impl JobConfig {
-    /// Reads `LEAFSYNC_*` variables over the defaults and validates the result.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
-    }
-
-    /// As [`Self::from_env`], from any set of variables (for tests).
-    pub fn from_vars(
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let config: Self = leafsync_core::env::from_vars(vars)?;
-        config.validate()?;
-        Ok(config)
-    }
-
+impl EnvConfig for JobConfig {
     /// Checks what serde cannot: non-empty names, sane sizes, a parseable topic map.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |var, problem: &str| {
-            Err(ConfigError::Invalid {
-                var,
-                problem: problem.to_owned(),
-            })
-        };
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |var, problem: &str| Err(ConfigError::invalid(var, problem));
         if self.kafka_brokers.trim().is_empty() {
             return invalid("LEAFSYNC_KAFKA_BROKERS", "must not be empty");
         }
@@ -183,14 +150,7 @@ impl JobConfig {
         if self.mongo_db.trim().is_empty() {
             return invalid("LEAFSYNC_MONGO_DB", "must not be empty");
         }
-        if !self.mongo_uri.starts_with("mongodb://")
-            && !self.mongo_uri.starts_with("mongodb+srv://")
-        {
-            return invalid(
-                "LEAFSYNC_MONGO_URI",
-                "must start with mongodb:// or mongodb+srv://",
-            );
-        }
+        leafsync_core::env::check_mongo_uri(&self.mongo_uri)?;
         let routes = self.routes()?;
         if routes.iter().any(|r| r.topic == self.dlq_topic) {
             return invalid(
@@ -200,7 +160,9 @@ impl JobConfig {
         }
         Ok(())
     }
+}
 
+impl JobConfig {
     /// The parsed `topics` map.
     pub fn routes(&self) -> Result<Vec<Route>, ConfigError> {
         let mut routes: Vec<Route> = Vec::new();

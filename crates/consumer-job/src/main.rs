@@ -1,7 +1,11 @@
 //! `consumer-job` entry point: logging, config, build, run until SIGTERM/ctrl-c.
 
 use anyhow::Context;
-use consumer_job::{Job, JobConfig, JobMetrics, config::LogFormat, metrics};
+use consumer_job::{
+    Job, JobConfig, JobMetrics,
+    config::{EnvConfig, LogFormat},
+    metrics,
+};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]

@@ -27,7 +27,7 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{ConfigError, JobConfig, Route},
+    config::{ConfigError, EnvConfig, JobConfig, Route},
     decode::{self, DeadLetter, Decision, Limits},
     dlq,
     kafka::{self, JobContext},

@@ -53,6 +53,62 @@ fn name_variable(message: &str, vars: &[(String, String)]) -> String {
     }
 }
 
+/// A configuration value that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Missing or not parseable.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// Parsed but unusable.
+    #[error("invalid configuration: {var}: {problem}")]
+    Invalid {
+        /// The environment variable.
+        var: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    /// `var` holds a value that cannot be used, because of `problem`.
+    pub fn invalid(var: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            var,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A binary's configuration: `LEAFSYNC_*` variables over its defaults, validated once.
+pub trait EnvConfig: DeserializeOwned {
+    /// Checks what serde cannot.
+    fn validate(&self) -> Result<(), ConfigError>;
+
+    /// Reads the process environment.
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads any set of variables (tests, manifests).
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let config: Self = from_vars(vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `LEAFSYNC_MONGO_URI` must be a MongoDB connection string.
+pub fn check_mongo_uri(uri: &str) -> Result<(), ConfigError> {
+    if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            "LEAFSYNC_MONGO_URI",
+            "must start with mongodb:// or mongodb+srv://",
+        ))
+    }
+}
+
 /// The `(LEAFSYNC_NAME, default)` pairs of a configuration, from its serialized defaults:
 /// what the README's configuration tables must list.
 pub fn documented_defaults<T: serde::Serialize + Default>() -> Vec<(String, String)> {
