@@ -75,12 +75,57 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Run simulator, batch synchronizer and consumer-job side by side; write
+    /// batch-vs-stream.csv and .png (images moved, bytes moved, stale images).
+    Experiment {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "LEAFSYNC_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Seconds the simulator produces (the run adds one batch interval).
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// Divides LIMS's intervals, the batch job's 600 s included.
+        #[arg(long, default_value_t = 60.0)]
+        speedup: f64,
+        /// Output directory.
+        #[arg(long, default_value = "experiment")]
+        out: std::path::PathBuf,
+    },
     /// Compare the producer DB with the consumer DB; exit 1 when they differ.
     Verify {
         /// Consumer database.
         #[arg(long, default_value = leafsync_core::CONSUMER_DB)]
         consumer_db: String,
     },
+}
+
+/// `lims-sim experiment`: run, write the CSV and PNG, print the final sample.
+async fn experiment(
+    brokers: String,
+    mongo_uri: String,
+    seconds: u64,
+    speedup: f64,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(speedup > 0.0, "--speedup must be positive");
+    let config = lims_sim::experiment::ExperimentConfig {
+        brokers,
+        mongo_uri,
+        speedup,
+        duration: Duration::from_secs(seconds),
+        sample_every: Duration::from_secs(1),
+        run_id: format!("exp{}", chrono::Utc::now().format("%Y%m%d%H%M%S")),
+    };
+    let samples = lims_sim::experiment::run(&config).await?;
+    lims_sim::experiment::write(&samples, out)?;
+    if let Some(last) = samples.last() {
+        print!("{}", lims_sim::experiment::csv(std::slice::from_ref(last)));
+    }
+    println!(
+        "wrote {0}/batch-vs-stream.csv and {0}/batch-vs-stream.png",
+        out.display()
+    );
+    Ok(())
 }
 
 /// A token cancelled by the first ctrl-c or SIGTERM.
@@ -171,6 +216,14 @@ async fn main() -> anyhow::Result<()> {
                 signal_token(),
             )
             .await?;
+        }
+        Command::Experiment {
+            brokers,
+            seconds,
+            speedup,
+            out,
+        } => {
+            experiment(brokers, cli.mongo_uri.clone(), seconds, speedup, &out).await?;
         }
         Command::Verify { consumer_db } => {
             let report = verify::verify(&producer_db, &client.database(&consumer_db)).await?;
