@@ -78,9 +78,14 @@ metric() {
   curl -s "http://127.0.0.1:$job_port/metrics" |
     awk -v name="$1" -v filter="${2:-}" '$1 ~ "^"name"({|$)" && index($1, filter) { sum += $2 } END { printf "%d", sum }'
 }
+# produced: the simulator's last reported count of published records.
+produced() {
+  grep -o 'published=[0-9]*' "$LEAFSYNC_RUN_DIR/lims-sim.log" 2>/dev/null | tail -n 1 | cut -d= -f2 || true
+}
 progress() {
   while sleep 5; do
-    printf '[run.sh] consumed %s | inserted %s updated %s unchanged %s stale %s | dead-lettered %s | lag %s\n' \
+    printf '[run.sh] produced %s | consumed %s | inserted %s updated %s unchanged %s stale %s | dead-lettered %s | lag %s\n' \
+      "$(produced)" \
       "$(metric leafsync_job_events_consumed_total)" \
       "$(metric leafsync_job_images_total 'outcome="inserted"')" \
       "$(metric leafsync_job_images_total 'outcome="updated"')" \
