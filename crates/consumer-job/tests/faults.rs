@@ -87,15 +87,8 @@ async fn db_total(db: &mongodb::Database) -> Result<u64, String> {
 }
 
 async fn wait_consumed(job: &RunningJob, n: u64) {
-    eventually(120, &format!("{n} records consumed"), || async {
-        let c = job.metric("leafsync_job_events_consumed_total", &[]);
-        if c >= n {
-            Ok(())
-        } else {
-            Err(format!("{c} consumed"))
-        }
-    })
-    .await;
+    job.wait_metric("leafsync_job_events_consumed_total", &[], n, 120)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

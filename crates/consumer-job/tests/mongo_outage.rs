@@ -35,14 +35,13 @@ async fn a_mongo_outage_mid_stream_loses_and_skips_nothing() {
         let update = json!({"id": id, "disease": "Healthy", "updated_at": "2024-05-01T12:00:00"});
         send_json(&producer, potato, &update).await;
     }
-    eventually(60, "the job to notice the outage and retry", || async {
-        let r = job.metric("leafsync_job_retries_total", &[("operation", "mongo")]);
-        if r >= 2 {
-            Ok(())
-        } else {
-            Err(format!("{r} retries"))
-        }
-    })
+    // The job noticed the outage and is retrying.
+    job.wait_metric(
+        "leafsync_job_retries_total",
+        &[("operation", "mongo")],
+        2,
+        60,
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     mongo.restart().await;
@@ -90,14 +89,13 @@ async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_dra
     for id in 2..=6 {
         send_json(&producer, pepper, &created(id, 1)).await;
     }
-    eventually(60, "the job to be stuck retrying the write", || async {
-        let r = job.metric("leafsync_job_retries_total", &[("operation", "mongo")]);
-        if r >= 1 {
-            Ok(())
-        } else {
-            Err(format!("{r} retries"))
-        }
-    })
+    // The job is stuck retrying the write.
+    job.wait_metric(
+        "leafsync_job_retries_total",
+        &[("operation", "mongo")],
+        1,
+        60,
+    )
     .await;
     let stopping = std::time::Instant::now();
     job.stop().await;

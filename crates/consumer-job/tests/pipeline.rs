@@ -246,11 +246,8 @@ async fn poison_records_are_dead_lettered_with_their_origin_and_the_pipeline_con
             ),
         }
     }
-    eventually(30, "dead-letter metrics", || async {
-        let n = job.metric("leafsync_job_dead_lettered_total", &[]);
-        if n >= 8 { Ok(()) } else { Err(format!("{n}")) }
-    })
-    .await;
+    job.wait_metric("leafsync_job_dead_lettered_total", &[], 8, 30)
+        .await;
     job.stop().await;
 }
 
@@ -273,11 +270,9 @@ async fn a_restarted_job_resumes_at_the_committed_offset_without_loss_or_replay(
     }
     let second = w.start().await;
     wait_for_count(&db, COLLECTIONS[1], 15, 60).await;
-    eventually(30, "the second run's commit", || async {
-        let n = second.metric("leafsync_job_commits_total", &[("result", "ok")]);
-        if n >= 1 { Ok(()) } else { Err(format!("{n}")) }
-    })
-    .await;
+    second
+        .wait_metric("leafsync_job_commits_total", &[("result", "ok")], 1, 30)
+        .await;
     assert_eq!(
         second.metric("leafsync_job_events_consumed_total", &[]),
         5,

@@ -129,11 +129,10 @@ pub async fn run_once(
                 .try_collect()
                 .await?;
             let Some(last) = page.last() else { break };
-            after = match last.get("id") {
-                Some(Bson::Int32(i)) => i64::from(*i),
-                Some(Bson::Int64(i)) => *i,
-                _ => break,
+            let Some(last_id) = crate::verify::id_of(last) else {
+                break;
             };
+            after = last_id;
             for image in &page {
                 let id = image.get("id").cloned().unwrap_or(Bson::Null);
                 let existing = target

@@ -69,7 +69,8 @@ impl fmt::Display for Report {
     }
 }
 
-fn id_of(doc: &Document) -> Option<i64> {
+/// A document's integer `id` (Int32 or Int64, as pymongo stores it).
+pub fn id_of(doc: &Document) -> Option<i64> {
     match doc.get("id")? {
         Bson::Int32(i) => Some(i64::from(*i)),
         Bson::Int64(i) => Some(*i),

@@ -36,6 +36,19 @@ impl RunningJob {
             .expect("job exits cleanly");
     }
 
+    /// Waits (up to `secs`) until [`Self::metric`] reaches at least `n`.
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], n: u64, secs: u64) {
+        eventually(secs, &format!("{name}{labels:?} >= {n}"), || async {
+            let value = self.metric(name, labels);
+            if value >= n {
+                Ok(())
+            } else {
+                Err(format!("{value}"))
+            }
+        })
+        .await;
+    }
+
     /// The value of a counter/gauge sample from the text exposition, summed over the
     /// series whose labels contain every `label="value"` pair given.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -211,15 +224,8 @@ where
 
 /// Waits until the job has reported an outcome for at least `n` records.
 pub async fn wait_applied(job: &RunningJob, n: u64) {
-    eventually(60, &format!("{n} events applied"), || async {
-        let applied = job.metric("leafsync_job_images_total", &[]);
-        if applied >= n {
-            Ok(())
-        } else {
-            Err(format!("{applied} applied"))
-        }
-    })
-    .await;
+    job.wait_metric("leafsync_job_images_total", &[], n, 60)
+        .await;
 }
 
 /// Waits until `collection` holds exactly `n` documents.
