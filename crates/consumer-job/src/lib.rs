@@ -8,6 +8,7 @@
 //! - [`kafka`]: client settings and the rebalance/statistics context.
 //! - [`dlq`]: the dead-letter record and its headers.
 //! - [`retry`]: jittered exponential backoff that only a cancellation ends.
+//! - [`replay`]: sends dead letters back to their source topics (the `dlq-replay` binary).
 //! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod dlq;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod replay;
 pub mod retry;
 
 pub use config::JobConfig;
