@@ -10,41 +10,19 @@
 //! Env: `BENCH_EVENTS` (default 3000), `BENCH_IMAGE_KB` raw image size (default 15, so a
 //! record is ~30 KB of hex like LIMS's), `BENCH_BATCH` (default 500).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use consumer_job::{Job, JobConfig, JobMetrics};
+use common::{COLLECTIONS, PLANTS, env_usize, event, fresh_topics, job_config};
+use consumer_job::{Job, JobMetrics};
 use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
-use leafsync_test_support::{create_topic, kafka_brokers, mongo_client, mongo_uri, unique_name};
+use leafsync_test_support::{kafka_brokers, mongo_client, mongo_uri, unique_name};
 use rdkafka::{
     ClientConfig,
     producer::{FutureProducer, FutureRecord},
 };
 use tokio_util::sync::CancellationToken;
-
-const COLLECTIONS: [&str; 3] = [
-    "imagecolplantpotato",
-    "imagecolplanttomato",
-    "imagecolplantpepper",
-];
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn event(id: usize, kb: usize) -> String {
-    let mut bytes = vec![0xff_u8, 0xd8, 0xff, 0xe0];
-    bytes.extend((0..kb * 1024).map(|i| u8::try_from((i * 31 + id) % 251).unwrap_or(0)));
-    serde_json::json!({
-        "id": id, "camera_id": 1 + id % 4, "data": hex::encode(bytes),
-        "gps_coordinates": [48.47, 16.58], "created_at": "2023-10-08T15:39:49.123123",
-        "updated_at": null, "is_active": false, "is_deleted": false,
-        "disease": null, "percentage": null,
-    })
-    .to_string()
-}
 
 #[allow(clippy::cast_precision_loss)] // figures for humans
 fn report(label: &str, n: usize, bytes: usize, elapsed: Duration) -> f64 {
@@ -93,13 +71,7 @@ async fn ceiling(setup: &Setup) -> f64 {
 
 /// Produces every event to three fresh 3-partition topics; returns the topic names.
 async fn produce_backlog(setup: &Setup) -> Vec<String> {
-    let topics: Vec<String> = ["potato", "tomato", "pepper"]
-        .iter()
-        .map(|p| unique_name(p))
-        .collect();
-    for t in &topics {
-        create_topic(t, 3).await;
-    }
+    let topics = fresh_topics(3).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
         .set("message.timeout.ms", "60000")
@@ -135,29 +107,13 @@ async fn produce_backlog(setup: &Setup) -> Vec<String> {
 /// The job drains the backlog; timed from its first consumed record to the last insert.
 async fn job(setup: &Setup, topics: &[String]) -> f64 {
     let n = setup.events.len() as u64;
-    let config = JobConfig {
-        kafka_brokers: kafka_brokers(),
-        kafka_group_id: unique_name("bench"),
-        topics: topics
-            .iter()
-            .zip(COLLECTIONS)
-            .map(|(t, c)| format!("{t}={c}"))
-            .collect::<Vec<_>>()
-            .join(","),
-        dlq_topic: unique_name("bench_dlq"),
-        mongo_uri: mongo_uri(),
-        mongo_db: unique_name("bench_job"),
-        batch_max_messages: setup.batch,
-        metrics_addr: "127.0.0.1:0".parse().expect("address"),
-        ..JobConfig::default()
-    };
+    let config = job_config(topics, setup.batch);
     let metrics = JobMetrics::new();
     let job = Job::build(config, metrics.clone()).await.expect("job");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(job.run(shutdown.clone()));
-    let plants = ["potato", "tomato", "pepper"];
     let count = |family: &prometheus::IntCounterVec, extra: &[&str]| -> u64 {
-        plants
+        PLANTS
             .iter()
             .map(|p| family.with_label_values(&[&[*p][..], extra].concat()).get())
             .sum()

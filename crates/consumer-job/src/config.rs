@@ -57,6 +57,10 @@ pub struct JobConfig {
     /// Most KiB librdkafka prefetches ahead of the job (its default, 64 MiB, would
     /// dominate the job's memory).
     pub kafka_queued_max_kbytes: u32,
+    /// Longest a fetch waits at the broker for new records (librdkafka's
+    /// `fetch.wait.max.ms`). Kafka answers as soon as a record arrives; brokers that
+    /// answer only when this expires (tansu, the local stand-in) add up to this much latency.
+    pub kafka_fetch_wait_max_ms: u32,
     /// MongoDB connection string (may hold credentials: never logged).
     pub mongo_uri: String,
     /// Consumer database.
@@ -101,6 +105,7 @@ impl Default for JobConfig {
             kafka_session_timeout_ms: 10_000,
             kafka_statistics_interval_ms: 5_000,
             kafka_queued_max_kbytes: 16_384,
+            kafka_fetch_wait_max_ms: 500,
             mongo_uri:
                 "mongodb://mongodb-consumer.leaf-image-management-system.svc.cluster.local:27017"
                     .to_owned(),
@@ -134,6 +139,9 @@ impl EnvConfig for JobConfig {
         }
         if self.dlq_topic.trim().is_empty() {
             return invalid("LEAFSYNC_DLQ_TOPIC", "must not be empty");
+        }
+        if self.kafka_fetch_wait_max_ms == 0 {
+            return invalid("LEAFSYNC_KAFKA_FETCH_WAIT_MAX_MS", "must be at least 1");
         }
         if self.batch_max_messages == 0 {
             return invalid("LEAFSYNC_BATCH_MAX_MESSAGES", "must be at least 1");

@@ -124,6 +124,10 @@ pub fn consumer_config(config: &JobConfig) -> ClientConfig {
             "queued.max.messages.kbytes",
             config.kafka_queued_max_kbytes.to_string(),
         )
+        .set(
+            "fetch.wait.max.ms",
+            config.kafka_fetch_wait_max_ms.to_string(),
+        )
         .set_log_level(RDKafkaLogLevel::Warning);
     client
 }
@@ -201,5 +205,6 @@ mod tests {
         assert_eq!(client.get("auto.offset.reset"), Some("earliest"));
         assert_eq!(client.get("queued.max.messages.kbytes"), Some("4096"));
         assert_eq!(client.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(client.get("fetch.wait.max.ms"), Some("500"));
     }
 }
