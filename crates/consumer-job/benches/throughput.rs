@@ -14,14 +14,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{COLLECTIONS, PLANTS, env_usize, event, fresh_topics, job_config};
+use common::{COLLECTIONS, PLANTS, env_usize, event, fresh_topics, job_config, produce};
 use consumer_job::{Job, JobMetrics};
 use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
 use leafsync_test_support::{kafka_brokers, mongo_client, mongo_uri, unique_name};
-use rdkafka::{
-    ClientConfig,
-    producer::{FutureProducer, FutureRecord},
-};
 use tokio_util::sync::CancellationToken;
 
 #[allow(clippy::cast_precision_loss)] // figures for humans
@@ -72,29 +68,8 @@ async fn ceiling(setup: &Setup) -> f64 {
 /// Produces every event to three fresh 3-partition topics; returns the topic names.
 async fn produce_backlog(setup: &Setup) -> Vec<String> {
     let topics = fresh_topics(3).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("message.timeout.ms", "60000")
-        .set("linger.ms", "20")
-        .create()
-        .expect("producer");
     let started = Instant::now();
-    let sends = setup.events.iter().map(|(i, e)| {
-        let key = i.to_string();
-        let topic = &topics[i % 3];
-        let producer = &producer;
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(e),
-                    Duration::from_secs(60),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("produce");
-        }
-    });
-    futures::future::join_all(sends).await;
+    produce(&topics, &setup.events).await;
     report(
         "(setup) produce the backlog to tansu",
         setup.events.len(),

@@ -2,8 +2,14 @@
 
 #![allow(dead_code)] // each bench uses a different part
 
+use std::time::Duration;
+
 use consumer_job::JobConfig;
 use leafsync_test_support::{create_topic, kafka_brokers, mongo_uri, unique_name};
+use rdkafka::{
+    ClientConfig,
+    producer::{FutureProducer, FutureRecord},
+};
 
 pub const PLANTS: [&str; 3] = ["potato", "tomato", "pepper"];
 pub const COLLECTIONS: [&str; 3] = [
@@ -60,4 +66,30 @@ pub fn job_config(topics: &[String], batch: usize) -> JobConfig {
         metrics_addr: "127.0.0.1:0".parse().expect("address"),
         ..JobConfig::default()
     }
+}
+
+/// Produces `(key, value)` events round-robin by key to `topics`; returns once all are acked.
+pub async fn produce(topics: &[String], events: &[(usize, String)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("message.timeout.ms", "60000")
+        .set("linger.ms", "20")
+        .create()
+        .expect("producer");
+    let sends = events.iter().map(|(i, e)| {
+        let key = i.to_string();
+        let topic = &topics[i % topics.len()];
+        let producer = &producer;
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(e),
+                    Duration::from_secs(60),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produce");
+        }
+    });
+    futures::future::join_all(sends).await;
 }
