@@ -104,13 +104,20 @@ pub struct Summary {
     pub filtered: u64,
     /// Matching the filters but impossible to replay.
     pub not_replayable: u64,
+    /// Whether this was a dry run (nothing was produced).
+    pub dry_run: bool,
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let replayed = if self.dry_run {
+            "to replay (dry run)"
+        } else {
+            "replayed"
+        };
         write!(
             f,
-            "{} dead letter(s) read: {} replayed, {} filtered out, {} not replayable",
+            "{} dead letter(s) read: {} {replayed}, {} filtered out, {} not replayable",
             self.read, self.replayed, self.filtered, self.not_replayable
         )
     }
@@ -188,7 +195,10 @@ pub async fn replay(
             pending.insert(partition, high);
         }
     }
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        dry_run: options.dry_run,
+        ..Summary::default()
+    };
     if pending.is_empty() {
         return Ok(summary);
     }
@@ -360,10 +370,19 @@ mod tests {
             replayed: 2,
             filtered: 1,
             not_replayable: 1,
+            dry_run: false,
         };
         assert_eq!(
             summary.to_string(),
             "4 dead letter(s) read: 2 replayed, 1 filtered out, 1 not replayable"
+        );
+        let dry = Summary {
+            dry_run: true,
+            ..summary
+        };
+        assert_eq!(
+            dry.to_string(),
+            "4 dead letter(s) read: 2 to replay (dry run), 1 filtered out, 1 not replayable"
         );
     }
 }

@@ -128,7 +128,8 @@ async fn dead_letters_replay_into_their_source_topics_and_what_is_still_poison_r
             read: 3,
             replayed: 2,
             filtered: 0,
-            not_replayable: 1
+            not_replayable: 1,
+            dry_run: true,
         }
     );
     assert_eq!(lines[0].source_topic, *potato);
