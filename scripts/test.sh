@@ -2,7 +2,8 @@
 # The project's test command (README: "Test"): the offline non-Rust checks
 # (scripts/lint.sh: hadolint, shellcheck, manifests, GitLab CI schema), then, with the
 # local services up (see scripts/with-services.sh), cargo fmt --check, clippy -D warnings
-# and cargo test --workspace; extra arguments go to `cargo test`.
+# and cargo test --workspace; extra arguments go to `cargo test`. Finally
+# scripts/check-readme.sh runs the README's commands (LEAFSYNC_SKIP_README_CHECK=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/lint.sh
@@ -16,4 +17,8 @@ exec scripts/with-services.sh bash -c '
   cargo clippy --workspace --all-targets --locked -- -D warnings
   echo "[test.sh] cargo test --workspace (Mongo $LEAFSYNC_TEST_MONGO_URI, Kafka $LEAFSYNC_TEST_KAFKA_BROKERS)" >&2
   cargo test --workspace --locked "$@"
+  if [[ ${LEAFSYNC_SKIP_README_CHECK:-0} != 1 ]]; then
+    echo "[test.sh] scripts/check-readme.sh" >&2
+    scripts/check-readme.sh
+  fi
 ' test.sh "$@"

@@ -91,6 +91,8 @@ enum Command {
         #[arg(long, default_value = "experiment")]
         out: std::path::PathBuf,
     },
+    /// Print the annual-cost tables of the README (batch vs stream on GKE, own hardware).
+    Cost,
     /// Compare the producer DB with the consumer DB; exit 1 when they differ.
     Verify {
         /// Consumer database.
@@ -145,6 +147,13 @@ fn signal_token() -> CancellationToken {
 async fn main() -> anyhow::Result<()> {
     leafsync_core::runtime::init_tracing(false);
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Cost) {
+        print!(
+            "{}",
+            lims_sim::cost::render(&lims_sim::cost::CostInputs::default())
+        );
+        return Ok(());
+    }
     let client = leafsync_core::mongo::connect(&cli.mongo_uri, "lims-sim")
         .await
         .context("--mongo-uri")?;
@@ -225,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             experiment(brokers, cli.mongo_uri.clone(), seconds, speedup, &out).await?;
         }
+        Command::Cost => unreachable!("handled before connecting"),
         Command::Verify { consumer_db } => {
             let report = verify::verify(&producer_db, &client.database(&consumer_db)).await?;
             println!("{report}");
