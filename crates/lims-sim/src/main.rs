@@ -98,6 +98,10 @@ enum Command {
         /// Consumer database.
         #[arg(long, default_value = leafsync_core::CONSUMER_DB)]
         consumer_db: String,
+        /// Compare again every second while they differ, for up to this many seconds
+        /// (events still in flight reach the consumer DB meanwhile).
+        #[arg(long, default_value_t = 0)]
+        wait_seconds: u64,
     },
 }
 
@@ -127,6 +131,40 @@ async fn experiment(
         "wrote {0}/batch-vs-stream.csv and {0}/batch-vs-stream.png",
         out.display()
     );
+    Ok(())
+}
+
+/// `lims-sim batch-sync`: once, or every interval with the gauges served at /metrics.
+async fn batch_sync(
+    producer_db: &mongodb::Database,
+    consumer: &mongodb::Database,
+    interval_seconds: f64,
+    metrics_addr: std::net::SocketAddr,
+    once: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        interval_seconds > 0.0,
+        "--interval-seconds must be positive"
+    );
+    let metrics = lims_sim::batch_sync::SyncMetrics::default();
+    if once {
+        let report = lims_sim::batch_sync::run_once(producer_db, consumer, &metrics).await?;
+        println!("{report:?}");
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("--metrics-addr {metrics_addr}"))?;
+    let interval = Duration::from_secs_f64(interval_seconds);
+    lims_sim::batch_sync::serve(
+        producer_db,
+        consumer,
+        &metrics,
+        interval,
+        listener,
+        signal_token(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -200,29 +238,13 @@ async fn main() -> anyhow::Result<()> {
             metrics_addr,
             once,
         } => {
-            anyhow::ensure!(
-                interval_seconds > 0.0,
-                "--interval-seconds must be positive"
-            );
             let consumer = client.database(&consumer_db);
-            let metrics = lims_sim::batch_sync::SyncMetrics::default();
-            if once {
-                let report =
-                    lims_sim::batch_sync::run_once(&producer_db, &consumer, &metrics).await?;
-                println!("{report:?}");
-                return Ok(());
-            }
-            let listener = tokio::net::TcpListener::bind(metrics_addr)
-                .await
-                .with_context(|| format!("--metrics-addr {metrics_addr}"))?;
-            let interval = Duration::from_secs_f64(interval_seconds);
-            lims_sim::batch_sync::serve(
+            batch_sync(
                 &producer_db,
                 &consumer,
-                &metrics,
-                interval,
-                listener,
-                signal_token(),
+                interval_seconds,
+                metrics_addr,
+                once,
             )
             .await?;
         }
@@ -235,8 +257,16 @@ async fn main() -> anyhow::Result<()> {
             experiment(brokers, cli.mongo_uri.clone(), seconds, speedup, &out).await?;
         }
         Command::Cost => unreachable!("handled before connecting"),
-        Command::Verify { consumer_db } => {
-            let report = verify::verify(&producer_db, &client.database(&consumer_db)).await?;
+        Command::Verify {
+            consumer_db,
+            wait_seconds,
+        } => {
+            let report = verify::verify_within(
+                &producer_db,
+                &client.database(&consumer_db),
+                Duration::from_secs(wait_seconds),
+            )
+            .await?;
             println!("{report}");
             if !report.is_clean() {
                 std::process::exit(1);

@@ -113,6 +113,22 @@ pub fn difference(producer: &Document, consumer: &Document) -> Option<String> {
         .map(|k| format!("{k} is only in the consumer DB"))
 }
 
+/// [`verify`], again every second while the databases differ, for up to `wait`: events
+/// still in flight reach the consumer DB meanwhile. Returns the last report.
+pub async fn verify_within(
+    producer: &Database,
+    consumer: &Database,
+    wait: std::time::Duration,
+) -> mongodb::error::Result<Report> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut report = verify(producer, consumer).await?;
+    while !report.is_clean() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        report = verify(producer, consumer).await?;
+    }
+    Ok(report)
+}
+
 /// Compares the three plant collections of the two databases.
 pub async fn verify(producer: &Database, consumer: &Database) -> mongodb::error::Result<Report> {
     let mut report = Report::default();
