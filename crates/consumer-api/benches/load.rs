@@ -15,7 +15,7 @@ use std::{
 };
 
 use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
-use leafsync_test_support::{mongo_client, mongo_uri, unique_name};
+use leafsync_test_support::{env_or, mongo_client, mongo_uri, percentile, unique_name};
 use rand::Rng;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -23,13 +23,6 @@ use tokio::{
 };
 
 const IMAGES: i64 = 200;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn seed(db: &str) -> ImageRepository {
     let repo = ImageRepository::new(mongo_client().await, db, WritePath::Auto);
@@ -101,16 +94,6 @@ struct Run {
     latencies: Vec<Duration>,
     errors: u64,
     elapsed: Duration,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or_default()
 }
 
 #[allow(clippy::cast_precision_loss)] // figures for humans
@@ -218,8 +201,8 @@ fn peak_rss_kib(pid: u32) -> String {
 
 #[tokio::main]
 async fn main() {
-    let connections = env_u64("BENCH_CONNECTIONS", 64);
-    let duration = Duration::from_secs(env_u64("BENCH_SECONDS", 10));
+    let connections = env_or::<u64>("BENCH_CONNECTIONS", 64);
+    let duration = Duration::from_secs(env_or::<u64>("BENCH_SECONDS", 10));
     let db = unique_name("bench_api");
     let repo = seed(&db).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")

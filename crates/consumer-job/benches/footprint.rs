@@ -17,7 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{env_usize, event, fresh_topics, job_config, produce};
+use common::{event, fresh_topics, job_config, produce};
+use leafsync_test_support::{env_or, metric_value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `/proc/PID/status` field in KiB.
@@ -55,21 +56,13 @@ async fn metric(port: u16, name: &str) -> u64 {
     }
     let mut body = String::new();
     let _ = conn.read_to_string(&mut body).await;
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let v = v as u64;
-            v
-        })
-        .sum()
+    metric_value(&body, name, &[])
 }
 
 #[tokio::main]
 async fn main() {
-    let n = env_usize("BENCH_EVENTS", 3000);
-    let kb = env_usize("BENCH_IMAGE_KB", 15);
+    let n = env_or::<usize>("BENCH_EVENTS", 3000);
+    let kb = env_or::<usize>("BENCH_IMAGE_KB", 15);
     let events: Vec<(usize, String)> = (1..=n).map(|i| (i, event(i, kb))).collect();
     let topics = fresh_topics(3).await;
     produce(&topics, &events).await;

@@ -17,9 +17,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PLANTS, env_usize, event, fresh_topics, job_config};
-use consumer_job::{Job, JobMetrics};
-use leafsync_test_support::{kafka_brokers, mongo_uri};
+use common::{PLANTS, event, fresh_topics, job_config};
+use consumer_job::{Job, JobConfig, JobMetrics};
+use leafsync_test_support::{env_or, kafka_brokers, mongo_uri, percentile};
 use rdkafka::{
     ClientConfig,
     producer::{FutureProducer, FutureRecord},
@@ -33,11 +33,9 @@ struct Jobs {
 }
 
 impl Jobs {
-    async fn start(topics: &[String], replicas: usize) -> Self {
+    async fn start(topics: &[String], replicas: usize, fetch_wait_ms: u32) -> Self {
         let mut config = job_config(topics, 500);
-        if let Ok(ms) = std::env::var("BENCH_FETCH_WAIT_MS") {
-            config.kafka_fetch_wait_max_ms = ms.parse().expect("BENCH_FETCH_WAIT_MS: ms");
-        }
+        config.kafka_fetch_wait_max_ms = fetch_wait_ms;
         let shutdown = CancellationToken::new();
         let mut metrics = Vec::new();
         let mut handles = Vec::new();
@@ -168,14 +166,9 @@ async fn step(topics: &[String], jobs: &Jobs, rate: f64, n: usize, kb: usize) ->
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+/// `percentile` in milliseconds.
+fn ms(sorted: &[Duration], p: f64) -> f64 {
+    percentile(sorted, p).as_secs_f64() * 1000.0
 }
 
 #[tokio::main]
@@ -189,13 +182,17 @@ async fn main() {
                 .expect("BENCH_RATES: comma-separated events/s")
         })
         .collect();
-    let seconds = env_usize("BENCH_STEP_SECONDS", 20);
-    let replicas = env_usize("BENCH_REPLICAS", 1);
-    let kb = env_usize("BENCH_IMAGE_KB", 15);
+    let seconds = env_or::<usize>("BENCH_STEP_SECONDS", 20);
+    let replicas = env_or::<usize>("BENCH_REPLICAS", 1);
+    let kb = env_or::<usize>("BENCH_IMAGE_KB", 15);
+    let fetch_wait_ms: u32 = std::env::var("BENCH_FETCH_WAIT_MS").map_or_else(
+        |_| JobConfig::default().kafka_fetch_wait_max_ms,
+        |ms| ms.parse().expect("BENCH_FETCH_WAIT_MS: ms"),
+    );
     println!(
         "leafsync rate benchmark: {seconds} s per rate, {replicas} job replica(s), 3 topics x 3 partitions, {kb} KiB images (~{} KiB events), fetch.wait.max.ms {}",
         event(1, kb).len() / 1024,
-        std::env::var("BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "500".into())
+        fetch_wait_ms
     );
     println!("Mongo {} | Kafka {}", mongo_uri(), kafka_brokers());
     println!(
@@ -210,7 +207,7 @@ async fn main() {
         )]
         let n = ((rate * seconds as f64).round() as usize).max(1);
         let topics = fresh_topics(3).await;
-        let jobs = Jobs::start(&topics, replicas).await;
+        let jobs = Jobs::start(&topics, replicas, fetch_wait_ms).await;
         let mut s = step(&topics, &jobs, rate, n, kb).await;
         jobs.stop().await;
         s.latencies.sort_unstable();
@@ -220,9 +217,9 @@ async fn main() {
             "{rate:>8.0} {:>8.0}x {:>7} {:>10.1} {:>10.1} {:>10.1} {:>11} {:>10.0}",
             rate / 0.05,
             s.events,
-            percentile(&s.latencies, 0.50),
-            percentile(&s.latencies, 0.99),
-            percentile(&s.latencies, 1.0),
+            ms(&s.latencies, 0.50),
+            ms(&s.latencies, 0.99),
+            ms(&s.latencies, 1.0),
             s.max_backlog,
             applied_rate,
         );

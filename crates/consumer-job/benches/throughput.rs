@@ -14,10 +14,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{COLLECTIONS, PLANTS, env_usize, event, fresh_topics, job_config, produce};
+use common::{COLLECTIONS, PLANTS, event, fresh_topics, job_config, produce};
 use consumer_job::{Job, JobMetrics};
 use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
-use leafsync_test_support::{kafka_brokers, mongo_client, mongo_uri, unique_name};
+use leafsync_test_support::{env_or, kafka_brokers, mongo_client, mongo_uri, unique_name};
 use tokio_util::sync::CancellationToken;
 
 #[allow(clippy::cast_precision_loss)] // figures for humans
@@ -118,9 +118,9 @@ async fn job(setup: &Setup, topics: &[String]) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let n = env_usize("BENCH_EVENTS", 3000);
-    let kb = env_usize("BENCH_IMAGE_KB", 15);
-    let batch = env_usize("BENCH_BATCH", 500);
+    let n = env_or::<usize>("BENCH_EVENTS", 3000);
+    let kb = env_or::<usize>("BENCH_IMAGE_KB", 15);
+    let batch = env_or::<usize>("BENCH_BATCH", 500);
     let events: Vec<(usize, String)> = (1..=n).map(|i| (i, event(i / 3 + 1, kb))).collect();
     let bytes: usize = events.iter().map(|(_, e)| e.len()).sum();
     #[allow(clippy::cast_precision_loss)]

@@ -9,18 +9,12 @@ use common::{
     wait_applied, wait_for_count,
 };
 use consumer_job::dlq::header as h;
-use leafsync_test_support::{create_topic, kafka_brokers, mongo_uri};
 use mongodb::bson::Bson;
 use rdkafka::Message;
 use serde_json::json;
 
 async fn world() -> World {
-    let world = World::new(kafka_brokers(), mongo_uri());
-    for topic in &world.plants {
-        create_topic(topic, 3).await;
-    }
-    create_topic(&world.dlq, 1).await;
-    world
+    World::with_topics(3).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

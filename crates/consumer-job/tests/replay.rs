@@ -11,19 +11,13 @@ use consumer_job::{
     dlq::{self, header as h},
     replay::{REPLAYED_FROM, ReplayOptions, Skip, Summary, replay},
 };
-use leafsync_test_support::{create_topic, kafka_brokers, mongo_uri};
 use rdkafka::{
     Message, Timestamp,
     message::{Header, OwnedHeaders, OwnedMessage},
 };
 
 async fn world() -> World {
-    let world = World::new(kafka_brokers(), mongo_uri());
-    for topic in &world.plants {
-        create_topic(topic, 1).await;
-    }
-    create_topic(&world.dlq, 1).await;
-    world
+    World::with_topics(1).await
 }
 
 /// A record as the job reads it from `topic`, keyed by the image id.

@@ -22,6 +22,40 @@ pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A benchmark knob: `name` parsed from the environment, else `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `p`-quantile (0.0–1.0, nearest rank) of `sorted`; zero when it is empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+/// A counter or gauge from a Prometheus text exposition, summed over the series whose
+/// labels contain every `label="value"` pair given (whole, non-negative counts).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// The MongoDB wire server the tests use.
 pub fn mongo_uri() -> String {
     std::env::var("LEAFSYNC_TEST_MONGO_URI")

@@ -18,13 +18,6 @@ pub const COLLECTIONS: [&str; 3] = [
     "imagecolplantpepper",
 ];
 
-pub fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A LIMS create event for image `id` with `kb` KiB of JPEG-looking bytes, hex-encoded
 /// (so ~2 × `kb` KiB of JSON, like the Image API's).
 pub fn event(id: usize, kb: usize) -> String {

@@ -6,7 +6,8 @@
 use std::{future::Future, time::Duration};
 
 use consumer_job::{Job, JobConfig, JobError, JobMetrics};
-use leafsync_test_support::unique_name;
+use leafsync_test_support::metric_value;
+use leafsync_test_support::{create_topic, unique_name};
 use mongodb::bson::{Document, doc};
 use rdkafka::{
     ClientConfig, Message,
@@ -56,20 +57,6 @@ impl RunningJob {
     }
 }
 
-/// Counters and gauges used in tests hold whole, non-negative counts.
-pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// Names of one test's world: three plant topics, a dead-letter topic, a group, a DB.
 #[derive(Clone)]
 pub struct World {
@@ -101,6 +88,20 @@ impl World {
             group: unique_name("group"),
             db: unique_name("job"),
         }
+    }
+
+    /// A world on the test broker and DB, its plant topics created with `partitions`
+    /// partitions each and its dead-letter topic with one.
+    pub async fn with_topics(partitions: i32) -> Self {
+        let world = Self::new(
+            leafsync_test_support::kafka_brokers(),
+            leafsync_test_support::mongo_uri(),
+        );
+        for topic in &world.plants {
+            create_topic(topic, partitions).await;
+        }
+        create_topic(&world.dlq, 1).await;
+        world
     }
 
     pub fn config(&self) -> JobConfig {
