@@ -78,9 +78,12 @@ metric() {
   curl -s "http://127.0.0.1:$job_port/metrics" |
     awk -v name="$1" -v filter="${2:-}" '$1 ~ "^"name"({|$)" && index($1, filter) { sum += $2 } END { printf "%d", sum }'
 }
-# produced: the simulator's last reported count of published records.
+# produced: the simulator's last reported count of published records ("-" before its
+# first report, or with no simulator).
 produced() {
-  grep -o 'published=[0-9]*' "$LEAFSYNC_RUN_DIR/lims-sim.log" 2>/dev/null | tail -n 1 | cut -d= -f2 || true
+  local count
+  count=$(grep -o 'published=[0-9]*' "$LEAFSYNC_RUN_DIR/lims-sim.log" 2>/dev/null | tail -n 1 | cut -d= -f2 || true)
+  printf '%s' "${count:--}"
 }
 progress() {
   while sleep 5; do
