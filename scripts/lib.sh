@@ -9,17 +9,20 @@ export ROOT
 : "${LEAFSYNC_RUN_DIR:=$ROOT/.run}"
 : "${LEAFSYNC_MONGO_PORT:=27017}"
 : "${LEAFSYNC_KAFKA_PORT:=9092}"
+: "${LEAFSYNC_KAFKA_CONTROLLER_PORT:=$((LEAFSYNC_KAFKA_PORT + 1))}"
 : "${LEAFSYNC_TOPICS:=potato tomato pepper}"
 : "${LEAFSYNC_TOPIC_PARTITIONS:=3}"
 : "${LEAFSYNC_DLQ_TOPIC:=leafsync-dead-letter}"
 export SECANTUS_VERSION="0.7.0b3"
-export TANSU_VERSION="0.6.0"
+# Keep in step with kafka.version in scripts/kafka/pom.xml.
+export KAFKA_VERSION="4.1.1"
 # Relative overrides are taken from the repository root, whatever the caller's directory.
 abs() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$ROOT" "$1" ;; esac; }
 LEAFSYNC_CACHE_DIR=$(abs "$LEAFSYNC_CACHE_DIR")
 LEAFSYNC_DATA_DIR=$(abs "$LEAFSYNC_DATA_DIR")
 LEAFSYNC_RUN_DIR=$(abs "$LEAFSYNC_RUN_DIR")
 export LEAFSYNC_CACHE_DIR LEAFSYNC_DATA_DIR LEAFSYNC_RUN_DIR LEAFSYNC_MONGO_PORT LEAFSYNC_KAFKA_PORT
+export LEAFSYNC_KAFKA_CONTROLLER_PORT
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -64,3 +67,6 @@ stop_pid() {
   rm -f "$file"
   log "stopped $name (pid $pid)"
 }
+
+# elapsed: seconds since this shell started, for "took N s" lines.
+elapsed() { printf '%d s' "$SECONDS"; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local pipeline (README: "Run"): SecantusDB + tansu on 127.0.0.1, then consumer-job,
+# The local pipeline (README: "Run"): SecantusDB + Apache Kafka on 127.0.0.1, then consumer-job,
 # consumer-api and the LIMS simulator (release builds). Prints what to try and a progress
 # line every 5 s; ctrl-c stops everything it started.
 # Data persists in .data/local between runs (delete it for a clean slate).

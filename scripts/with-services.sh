@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a command with the local test services up: starts SecantusDB and tansu (on test
+# Runs a command with the local test services up: starts SecantusDB and Kafka (on test
 # ports, throwaway data) unless they already run, exports their addresses as
 # LEAFSYNC_TEST_MONGO_URI / LEAFSYNC_TEST_KAFKA_BROKERS / LEAFSYNC_TEST_SECANTUS_BIN,
 # runs "$@", and stops only what it started, whatever the command's outcome.

@@ -10,8 +10,8 @@
 //!
 //! Env: `BENCH_RATES` (events/s, default `5,50,150,300,450`: 100× to 9000× LIMS's
 //! ~0.05/s), `BENCH_STEP_SECONDS` (20), `BENCH_REPLICAS` (1), `BENCH_IMAGE_KB` (15),
-//! `BENCH_FETCH_WAIT_MS` (the job's `LEAFSYNC_KAFKA_FETCH_WAIT_MAX_MS`, default 500: tansu
-//! answers a fetch only when it expires, which sets the latency floor here).
+//! `BENCH_FETCH_WAIT_MS` (the job's `LEAFSYNC_KAFKA_FETCH_WAIT_MAX_MS`, default 500; Kafka
+//! answers a fetch as soon as records arrive, so it should not move the latency).
 
 mod common;
 

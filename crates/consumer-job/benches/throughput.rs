@@ -1,5 +1,5 @@
 //! Throughput of consumer-job against the DB's own ceiling, printed as figures (not a
-//! timed test). Run with `scripts/bench.sh` (starts tansu + SecantusDB).
+//! timed test). Run with `scripts/bench.sh` (starts Apache Kafka + SecantusDB).
 //!
 //! 1. Ceiling: the same N events, parsed beforehand, upserted through
 //!    `ImageRepository::apply` in batches of the job's size into an empty database.
@@ -71,7 +71,7 @@ async fn produce_backlog(setup: &Setup) -> Vec<String> {
     let started = Instant::now();
     produce(&topics, &setup.events).await;
     report(
-        "(setup) produce the backlog to tansu",
+        "(setup) produce the backlog to Kafka",
         setup.events.len(),
         setup.bytes,
         started.elapsed(),
@@ -106,7 +106,7 @@ async fn job(setup: &Setup, topics: &[String]) -> f64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = report(
-        "job: tansu -> consumer-job -> SecantusDB",
+        "job: Kafka -> consumer-job -> SecantusDB",
         setup.events.len(),
         setup.bytes,
         started.elapsed(),

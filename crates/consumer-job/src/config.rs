@@ -58,8 +58,8 @@ pub struct JobConfig {
     /// dominate the job's memory).
     pub kafka_queued_max_kbytes: u32,
     /// Longest a fetch waits at the broker for new records (librdkafka's
-    /// `fetch.wait.max.ms`). Kafka answers as soon as a record arrives; brokers that
-    /// answer only when this expires (tansu, the local stand-in) add up to this much latency.
+    /// `fetch.wait.max.ms`). Kafka answers as soon as a record arrives, so this bounds
+    /// an idle fetch, not the latency of a new record.
     pub kafka_fetch_wait_max_ms: u32,
     /// MongoDB connection string (may hold credentials: never logged).
     pub mongo_uri: String,

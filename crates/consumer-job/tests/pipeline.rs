@@ -1,4 +1,4 @@
-//! The job end to end against real services: tansu (Kafka protocol) and SecantusDB
+//! The job end to end against real services: Apache Kafka and SecantusDB
 //! (MongoDB wire protocol), started by `scripts/test.sh`. Every test has its own topics,
 //! consumer group and database.
 

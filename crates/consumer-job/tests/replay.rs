@@ -1,4 +1,4 @@
-//! `dlq-replay` against real services (tansu, SecantusDB) and a running job: dead letters
+//! `dlq-replay` against real services (Apache Kafka, SecantusDB) and a running job: dead letters
 //! go back to their source topics with their key, value and headers, the job applies what
 //! is now applicable and dead-letters again what is still poison, and a replay ends even
 //! while the job keeps adding dead letters.

@@ -1,5 +1,6 @@
 //! Helpers every integration test uses to reach the real local services (SecantusDB and
-//! tansu, started by `scripts/`) under names of its own, so tests never share state.
+//! Apache Kafka, started by `scripts/`) under names of its own, so tests never share state.
+//! Tests that kill a service get a server of their own ([`MongoProcess`], [`KafkaProcess`]).
 //!
 //! Addresses come from `LEAFSYNC_TEST_MONGO_URI` and `LEAFSYNC_TEST_KAFKA_BROKERS`, which
 //! `scripts/test.sh` exports. When a service does not answer, the helpers panic with a
@@ -62,7 +63,7 @@ pub fn mongo_uri() -> String {
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
 }
 
-/// The Kafka-protocol broker the tests use.
+/// The Kafka broker the tests use.
 pub fn kafka_brokers() -> String {
     std::env::var("LEAFSYNC_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
@@ -164,10 +165,7 @@ pub struct MongoProcess {
 impl MongoProcess {
     /// Starts a server with an empty data directory and waits until it answers.
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let data = std::env::temp_dir().join(unique_name("leafsync-mongo"));
         std::fs::create_dir_all(&data).expect("data dir");
         let mut process = Self {
@@ -236,5 +234,117 @@ impl Drop for MongoProcess {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released: good enough for a test server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// An Apache Kafka broker of a test's own (one KRaft node on free ports, throwaway data),
+/// started and restarted by `scripts/kafka-start.sh` itself, so the test runs the same
+/// broker, settings and topic creation as every other test. The test may kill it with
+/// SIGKILL, as a crash would, and start it again on the same data.
+pub struct KafkaProcess {
+    /// The broker's client port.
+    pub port: u16,
+    controller_port: u16,
+    dir: std::path::PathBuf,
+    topics: String,
+    dlq: String,
+    partitions: i32,
+}
+
+impl KafkaProcess {
+    /// Starts a broker holding `topics` with `partitions` partitions each (and a
+    /// one-partition dead-letter topic named `dlq`); waits until it answers.
+    pub fn start(topics: &[&str], dlq: &str, partitions: i32) -> Self {
+        let dir = std::env::temp_dir().join(unique_name("leafsync-kafka"));
+        std::fs::create_dir_all(&dir).expect("kafka test dir");
+        let process = Self {
+            port: free_port(),
+            controller_port: free_port(),
+            dir,
+            topics: topics.join(" "),
+            dlq: dlq.to_owned(),
+            partitions,
+        };
+        process.script("kafka-start.sh");
+        process
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker's JVM at once (SIGKILL): no controlled shutdown, no flush.
+    pub fn kill(&self) {
+        let pid = self.pid().expect("the test broker is running");
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -KILL {pid} failed");
+        for _ in 0..100 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the broker again on the same ports and data (the script sees the dead pid).
+    pub fn restart(&self) {
+        self.script("kafka-start.sh");
+    }
+
+    fn pid(&self) -> Option<String> {
+        let file = self
+            .dir
+            .join("run")
+            .join(format!("kafka-{}.pid", self.port));
+        std::fs::read_to_string(file)
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    fn script(&self, name: &str) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scripts")
+            .join(name);
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg(&script)
+            .env("LEAFSYNC_KAFKA_PORT", self.port.to_string())
+            .env(
+                "LEAFSYNC_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .env("LEAFSYNC_DATA_DIR", self.dir.join("data"))
+            .env("LEAFSYNC_RUN_DIR", self.dir.join("run"))
+            .env("LEAFSYNC_TOPICS", &self.topics)
+            .env("LEAFSYNC_TOPIC_PARTITIONS", self.partitions.to_string())
+            .env("LEAFSYNC_DLQ_TOPIC", &self.dlq);
+        let output = command
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} ({e})", script.display()));
+        assert!(
+            output.status.success(),
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for KafkaProcess {
+    fn drop(&mut self) {
+        self.script("kafka-stop.sh");
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -285,3 +285,140 @@ pub fn header<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
 }
+
+/// The release-shaped `consumer-job` binary as a process of its own, configured through
+/// the same `LEAFSYNC_*` variables a pod gets, so a test can SIGKILL it like a crash.
+pub struct JobProcess {
+    child: std::process::Child,
+    metrics_port: u16,
+}
+
+impl JobProcess {
+    /// Starts `consumer-job` with `config` (its metrics on a free port).
+    pub fn spawn(config: &JobConfig) -> Self {
+        let metrics_port = leafsync_test_support::free_port();
+        let mut config = config.clone();
+        config.metrics_addr = ([127, 0, 0, 1], metrics_port).into();
+        let Value::Object(fields) = serde_json::to_value(&config).expect("config serializes")
+        else {
+            unreachable!("JobConfig is a struct")
+        };
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_consumer-job"));
+        for (field, value) in fields {
+            let value = match value {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            command.env(format!("LEAFSYNC_{}", field.to_uppercase()), value);
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.stderr(std::process::Stdio::null());
+        }
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("consumer-job starts");
+        Self {
+            child,
+            metrics_port,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL): no drain, no commit, no LeaveGroup.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill consumer-job");
+        self.child.wait().expect("reap consumer-job");
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub async fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM runs");
+        eventually(30, "consumer-job exits after SIGTERM", || {
+            let status = self.child.try_wait().map_err(|e| e.to_string());
+            async move {
+                match status? {
+                    Some(s) if s.success() => Ok(()),
+                    Some(s) => panic!("consumer-job exited with {s} after SIGTERM"),
+                    None => Err("running".to_owned()),
+                }
+            }
+        })
+        .await;
+    }
+
+    /// A metric from the process's `/metrics` (0 while it is not serving yet).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await
+        else {
+            return 0;
+        };
+        let mut body = String::new();
+        if stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .is_err()
+            || stream.read_to_string(&mut body).await.is_err()
+        {
+            return 0;
+        }
+        metric_value(&body, name, labels)
+    }
+}
+
+impl Drop for JobProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the group's committed offsets reach the end of every partition of
+/// `topics`: everything consumed has been applied and committed.
+pub async fn wait_committed_to_end(brokers: &str, group: &str, topics: &[String], secs: u64) {
+    use rdkafka::{TopicPartitionList, consumer::BaseConsumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("offset reader");
+    eventually(secs, &format!("group {group} committed to the end"), || {
+        let state = (|| {
+            let mut behind = Vec::new();
+            for topic in topics {
+                let meta = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                let partitions = meta.topics()[0].partitions().len();
+                let mut tpl = TopicPartitionList::new();
+                for p in 0..partitions {
+                    tpl.add_partition(topic, i32::try_from(p).expect("partition"));
+                }
+                let committed = consumer
+                    .committed_offsets(tpl, Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                for element in committed.elements() {
+                    let (_, high) = consumer
+                        .fetch_watermarks(topic, element.partition(), Duration::from_secs(5))
+                        .map_err(|e| e.to_string())?;
+                    let at = element.offset().to_raw().unwrap_or(-1);
+                    if high > 0 && at != high {
+                        behind.push(format!("{topic}/{}: {at} of {high}", element.partition()));
+                    }
+                }
+            }
+            if behind.is_empty() {
+                Ok(())
+            } else {
+                Err(behind.join(", "))
+            }
+        })();
+        async move { state }
+    })
+    .await;
+}
