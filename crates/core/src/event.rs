@@ -26,6 +26,12 @@ pub struct ImageChange {
     pub set: Document,
 }
 
+/// The field beside each image that holds its `updated_at` to the microsecond (Int64 µs
+/// since the epoch). BSON dates keep milliseconds, so two updates of one image within the
+/// same millisecond would look equal without it. Only the job writes it; the API never
+/// shows it, and `verify` ignores it.
+pub const VERSION_FIELD: &str = "_updated_at_us";
+
 /// How an event is ordered against the stored document, from its `updated_at`.
 ///
 /// The rule: an event is applied only if it is not older than what is stored, with a
@@ -38,9 +44,10 @@ pub enum Version {
     /// `updated_at: null`: the image as created, never updated. It must not overwrite an
     /// image that has since been updated (a replayed create event).
     Initial,
-    /// `updated_at` at this instant: applied only over a stored `updated_at` that is null,
-    /// missing, or not later.
-    At(bson::DateTime),
+    /// `updated_at` at this instant, in microseconds since the epoch: applied only over a
+    /// stored image whose `updated_at` (and [`VERSION_FIELD`]) is null, missing, or not
+    /// later.
+    At(i64),
 }
 
 /// Why a record value cannot become an [`ImageChange`]. Every variant is permanent:
@@ -125,23 +132,23 @@ impl ImageChange {
         let mut set = Document::new();
         for (key, value) in map {
             let bson = match key.as_str() {
-                // The consumer's `_id` is its own ObjectId, as in the batch synchronizer.
-                "_id" => continue,
+                // The consumer's `_id` is its own ObjectId, as in the batch synchronizer;
+                // the version field is ours, derived from `updated_at` below.
+                "_id" | VERSION_FIELD => continue,
                 "id" => int_bson(id),
                 "camera_id" => nullable(value, |v| parse_int("camera_id", &v).map(int_bson))?,
                 "data" => nullable(value, parse_hex)?,
                 "gps_coordinates" => nullable(value, parse_coordinates)?,
-                "created_at" => {
-                    nullable(value, |v| parse_date("created_at", &v).map(Bson::DateTime))?
-                }
+                "created_at" => nullable(value, |v| {
+                    parse_date("created_at", &v).map(|at| Bson::DateTime(bson_date(at)))
+                })?,
                 "updated_at" => {
-                    let bson =
-                        nullable(value, |v| parse_date("updated_at", &v).map(Bson::DateTime))?;
-                    version = match bson {
-                        Bson::DateTime(at) => Version::At(at),
-                        _ => Version::Initial,
+                    let micros = match value {
+                        Value::Null => None,
+                        v => Some(parse_date("updated_at", &v)?),
                     };
-                    bson
+                    version = micros.map_or(Version::Initial, Version::At);
+                    micros.map_or(Bson::Null, |at| Bson::DateTime(bson_date(at)))
                 }
                 "is_active" | "is_deleted" => nullable(value, |v| match v {
                     Value::Bool(b) => Ok(Bson::Boolean(b)),
@@ -165,7 +172,7 @@ impl ImageChange {
     /// The `updated_at` of this event, if it carries one.
     pub fn updated_at(&self) -> Option<bson::DateTime> {
         match self.version {
-            Version::At(at) => Some(at),
+            Version::At(micros) => Some(bson_date(micros)),
             Version::Initial | Version::Unversioned => None,
         }
     }
@@ -187,16 +194,24 @@ impl ImageChange {
         match self.version {
             Version::Unversioned => bson::doc! { "id": id },
             Version::Initial => bson::doc! { "id": id, "updated_at": Bson::Null },
-            Version::At(at) => bson::doc! {
+            // One predicate per field, no `$or`: `$not: {$gt}` also matches null, missing
+            // and non-date values, and keeps the filter on the `id` index in every planner.
+            Version::At(micros) => bson::doc! {
                 "id": id,
-                "$or": [ { "updated_at": { "$lte": at } }, { "updated_at": Bson::Null } ],
+                "updated_at": { "$not": { "$gt": bson_date(micros) } },
+                VERSION_FIELD: { "$not": { "$gt": micros } },
             },
         }
     }
 
-    /// The update document: `$set` of exactly the fields the event carried.
+    /// The update document: `$set` of exactly the fields the event carried, and for a
+    /// versioned event its microsecond version ([`VERSION_FIELD`]).
     pub fn update(&self) -> Document {
-        bson::doc! { "$set": self.set.clone() }
+        let mut set = self.set.clone();
+        if let Version::At(micros) = self.version {
+            set.insert(VERSION_FIELD, micros);
+        }
+        bson::doc! { "$set": set }
     }
 }
 
@@ -271,9 +286,15 @@ fn parse_coordinates(value: Value) -> Result<Bson, EventError> {
         .map(Bson::Array)
 }
 
+/// A BSON date (milliseconds, truncated as pymongo does) from microseconds since the epoch.
+fn bson_date(micros: i64) -> bson::DateTime {
+    bson::DateTime::from_millis(micros.div_euclid(1000))
+}
+
 /// Naive ISO strings (what Python's `datetime.isoformat()` gives) are UTC; strings with an
-/// offset or `Z` are converted to UTC. BSON dates hold milliseconds, as pymongo truncates.
-fn parse_date(field: &'static str, value: &Value) -> Result<bson::DateTime, EventError> {
+/// offset or `Z` are converted to UTC. The result is microseconds since the epoch (Python's
+/// precision); [`bson_date`] truncates it to what a BSON date holds.
+fn parse_date(field: &'static str, value: &Value) -> Result<i64, EventError> {
     let Value::String(text) = value else {
         return Err(wrong_type(field, "an ISO-8601 date-time string", value));
     };
@@ -291,7 +312,7 @@ fn parse_date(field: &'static str, value: &Value) -> Result<bson::DateTime, Even
             field,
             value: text.chars().take(64).collect(),
         })?;
-    Ok(bson::DateTime::from_millis(utc.timestamp_millis()))
+    Ok(utc.timestamp_micros())
 }
 
 fn extra_field(key: &str, value: Value) -> Result<Bson, EventError> {
@@ -390,13 +411,24 @@ mod tests {
     #[test]
     fn an_updated_at_orders_the_event_and_guards_the_write() {
         let c = change(&json!({"id": 3, "updated_at": "2023-10-09T19:05:14.792000"})).unwrap();
-        let Version::At(at) = c.version else {
+        let Version::At(micros) = c.version else {
             panic!("not versioned")
         };
+        assert_eq!(micros, 1_696_878_314_792_000);
+        let at = c.updated_at().unwrap();
         assert_eq!(at.timestamp_millis(), 1_696_878_314_792);
-        let filter = c.guard_filter();
-        assert!(filter.contains_key("$or"));
-        assert_eq!(c.update().get_document("$set").unwrap(), &c.set);
+        assert_eq!(
+            c.guard_filter(),
+            bson::doc! {
+                "id": 3,
+                "updated_at": { "$not": { "$gt": at } },
+                VERSION_FIELD: { "$not": { "$gt": micros } },
+            },
+            "one predicate per field: no $or, which some planners scan for"
+        );
+        let mut set = c.set.clone();
+        set.insert(VERSION_FIELD, micros);
+        assert_eq!(c.update().get_document("$set").unwrap(), &set);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod repo;
 pub mod runtime;
 pub mod view;
 
-pub use event::{EventError, ImageChange, Version};
+pub use event::{EventError, ImageChange, VERSION_FIELD, Version};
 pub use plant::{PlantType, UnknownPlant};
 pub use repo::{ImageFilter, ImageRepository, RepoError, Write, WriteOutcome, WritePath};
 

@@ -10,6 +10,11 @@
 //! which each `(collection, id)` occurs at most once; rounds run one after another, which
 //! keeps every image's events in partition order while the bulk stays large.
 //!
+//! Before that, successive versions of one image collapse ([`collapse`]): a write whose
+//! fields a later write of the same image in the batch sets again is dropped
+//! ([`WriteOutcome::Collapsed`]) when that cannot change the result, so a burst of full
+//! events for one image costs one statement instead of one round each.
+//!
 //! The stale-event guard is [`ImageChange::guard_filter`] plus a unique index on `id`: an
 //! older event matches nothing, its upsert collides with the stored `id`, and the server
 //! answers E11000. E11000 can also come from two writers inserting the same new image at
@@ -28,7 +33,7 @@ use mongodb::{
 use tokio::sync::OnceCell;
 
 use crate::{
-    event::{ImageChange, int_bson},
+    event::{ImageChange, Version, int_bson},
     mongo::{DUPLICATE_KEY, is_retriable, is_retriable_code},
 };
 
@@ -52,6 +57,9 @@ pub enum WriteOutcome {
     Unchanged,
     /// The stored image is newer than the event; nothing was written.
     Stale,
+    /// Not sent: a later write of the same image in the batch sets every field this one
+    /// sets, at a version not older, so this one could not change the result.
+    Collapsed,
     /// The server refused this statement for good (e.g. a document over 16 MiB).
     Rejected {
         /// Server error code.
@@ -69,6 +77,7 @@ impl WriteOutcome {
             WriteOutcome::Updated => "updated",
             WriteOutcome::Unchanged => "unchanged",
             WriteOutcome::Stale => "stale",
+            WriteOutcome::Collapsed => "collapsed",
             WriteOutcome::Rejected { .. } => "rejected",
         }
     }
@@ -207,7 +216,13 @@ impl ImageRepository {
     #[tracing::instrument(skip_all, fields(writes = writes.len()), level = "debug")]
     pub async fn apply(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, RepoError> {
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
-        for round in rounds(writes) {
+        let live = collapse(writes);
+        for (i, outcome) in outcomes.iter_mut().enumerate() {
+            if !live[i] {
+                *outcome = Some(WriteOutcome::Collapsed);
+            }
+        }
+        for round in rounds(writes, &live) {
             let first = self.execute(writes, &round).await?;
             let mut collided = Vec::new();
             for (&i, outcome) in round.iter().zip(first) {
@@ -490,12 +505,56 @@ impl ImageRepository {
     }
 }
 
-/// Splits a batch into rounds in which each `(collection, id)` occurs at most once; the
-/// k-th event of an image goes to round k, so rounds in sequence keep each image's order.
-fn rounds(writes: &[Write]) -> Vec<Vec<usize>> {
+/// Which writes must be sent (`true`) and which collapse into later ones (`false`).
+///
+/// Per image, only when its writes in the batch are all versioned (`updated_at` present,
+/// null counting as the oldest) and their versions never decrease: then, whatever version
+/// is stored, the writes that apply form a suffix of the sequence, so a write whose fields
+/// are all set again by later writes is overwritten whenever it applies. Dropping it
+/// changes nothing. Partial writes that a later write does not cover are kept (merging
+/// them under the newest version would resurrect their fields over a stored version in
+/// between), and so is everything of an image with an unversioned or out-of-order write.
+pub fn collapse(writes: &[Write]) -> Vec<bool> {
+    let mut by_image: HashMap<(&str, i64), Vec<usize>> = HashMap::new();
+    for (i, w) in writes.iter().enumerate() {
+        by_image
+            .entry((w.collection.as_str(), w.change.id))
+            .or_default()
+            .push(i);
+    }
+    let mut live = vec![true; writes.len()];
+    for idxs in by_image.values().filter(|idxs| idxs.len() > 1) {
+        let versions: Option<Vec<i64>> = idxs
+            .iter()
+            .map(|&i| match writes[i].change.version {
+                Version::Unversioned => None,
+                Version::Initial => Some(i64::MIN),
+                Version::At(micros) => Some(micros),
+            })
+            .collect();
+        let Some(versions) = versions else { continue };
+        if versions.windows(2).any(|w| w[0] > w[1]) {
+            continue;
+        }
+        let mut later: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for &i in idxs.iter().rev() {
+            let set = &writes[i].change.set;
+            if !later.is_empty() && set.keys().all(|k| later.contains(k.as_str())) {
+                live[i] = false;
+            }
+            later.extend(set.keys().map(String::as_str));
+        }
+    }
+    live
+}
+
+/// Splits the `live` writes of a batch into rounds in which each `(collection, id)` occurs
+/// at most once; the k-th event of an image goes to round k, so rounds in sequence keep
+/// each image's order.
+fn rounds(writes: &[Write], live: &[bool]) -> Vec<Vec<usize>> {
     let mut seen: HashMap<(&str, i64), usize> = HashMap::new();
     let mut rounds: Vec<Vec<usize>> = Vec::new();
-    for (i, w) in writes.iter().enumerate() {
+    for (i, w) in writes.iter().enumerate().filter(|(i, _)| live[*i]) {
         let n = seen
             .entry((w.collection.as_str(), w.change.id))
             .or_insert(0);
@@ -572,7 +631,70 @@ mod tests {
             write("a", 1),
             write("a", 2),
         ];
-        assert_eq!(rounds(&writes), vec![vec![0, 1, 3], vec![2, 5], vec![4]]);
+        assert_eq!(
+            rounds(&writes, &[true; 6]),
+            vec![vec![0, 1, 3], vec![2, 5], vec![4]]
+        );
+        assert_eq!(
+            rounds(&writes, &[true, true, false, true, true, true]),
+            vec![vec![0, 1, 3], vec![4, 5]],
+            "collapsed writes take no round"
+        );
+    }
+
+    fn event(json: &str) -> Write {
+        Write {
+            collection: "a".to_owned(),
+            change: ImageChange::from_json_slice(json.as_bytes()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_write_collapses_only_into_later_writes_that_cover_it_at_no_older_version() {
+        let full = |v: &str| {
+            event(&format!(
+                r#"{{"id":1,"camera_id":1,"is_active":false,"updated_at":{v}}}"#
+            ))
+        };
+        // A create then two full updates: only the last is sent.
+        let writes = [
+            full("null"),
+            full(r#""2023-10-09T10:00:00""#),
+            full(r#""2023-10-09T11:00:00""#),
+        ];
+        assert_eq!(collapse(&writes), [false, false, true]);
+        // Partial updates covered by the union of later ones collapse; others stay.
+        let writes = [
+            event(r#"{"id":1,"is_active":true,"updated_at":"2023-10-09T10:00:00"}"#),
+            event(r#"{"id":1,"disease":"x","updated_at":"2023-10-09T11:00:00"}"#),
+            event(r#"{"id":1,"is_active":false,"disease":"y","updated_at":"2023-10-09T12:00:00"}"#),
+        ];
+        assert_eq!(collapse(&writes), [false, false, true]);
+        let writes = [
+            full("null"),
+            event(r#"{"id":1,"is_active":true,"updated_at":"2023-10-09T10:00:00"}"#),
+        ];
+        assert_eq!(
+            collapse(&writes),
+            [true, true],
+            "a create is not covered by a partial update"
+        );
+        // Versions out of order, or an unversioned write: nothing collapses.
+        let writes = [
+            full(r#""2023-10-09T11:00:00""#),
+            full(r#""2023-10-09T10:00:00""#),
+        ];
+        assert_eq!(collapse(&writes), [true, true]);
+        let writes = [
+            full("null"),
+            event(r#"{"id":1,"camera_id":2,"is_active":true}"#),
+        ];
+        assert_eq!(collapse(&writes), [true, true]);
+        // Other images and other collections are independent.
+        let mut other = full("null");
+        other.collection = "b".to_owned();
+        let writes = [full("null"), other, full(r#""2023-10-09T10:00:00""#)];
+        assert_eq!(collapse(&writes), [false, true, true]);
     }
 
     #[test]

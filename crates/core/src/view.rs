@@ -2,10 +2,12 @@
 //! client cannot tell the consumer DB's API from the producer's.
 //!
 //! `data` becomes a hex string, dates become naive ISO strings as Python's
-//! `datetime.isoformat()` prints them, `_id` is dropped, everything else is relaxed
-//! extended JSON.
+//! `datetime.isoformat()` prints them, `_id` and the job's [`VERSION_FIELD`] are dropped,
+//! everything else is relaxed extended JSON.
 
 use mongodb::bson::{Bson, Document};
+
+use crate::event::VERSION_FIELD;
 use serde_json::{Map, Value};
 
 /// The Image API model's fields, in its order; a response lists them first.
@@ -32,7 +34,7 @@ pub fn image_json(doc: &Document) -> Value {
         }
     }
     for (key, value) in doc {
-        if key != "_id" && !MODEL_ORDER.contains(&key.as_str()) {
+        if key != "_id" && key != VERSION_FIELD && !MODEL_ORDER.contains(&key.as_str()) {
             out.insert(key.clone(), bson_json(value));
         }
     }

@@ -238,3 +238,137 @@ async fn counts_lists_and_picks_honour_the_filters() {
     assert!(repo.nth(COLL, active, 2).await.unwrap().is_none());
     assert!(repo.find_by_id(COLL, 99).await.unwrap().is_none());
 }
+
+/// The stale guard's meaning, stored state by stored state, on both write paths.
+async fn a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only(
+    path: WritePath,
+) {
+    let repo = repository(path).await;
+    let coll = repo.database().collection::<Document>(COLL);
+    let stored_states = [
+        (1, Bson::Null),
+        (2, Bson::String("2023-10-09T10:00:00".to_owned())),
+        (3, Bson::DateTime(mongodb::bson::DateTime::from_millis(0))),
+        (
+            5,
+            Bson::DateTime(mongodb::bson::DateTime::from_millis(
+                4_102_444_800_000, /* 2100-01-01 */
+            )),
+        ),
+    ];
+    for (id, updated_at) in stored_states {
+        coll.insert_one(
+            mongodb::bson::doc! { "id": id, "updated_at": updated_at, "is_active": false },
+        )
+        .await
+        .unwrap();
+    }
+    // Image 4 has no updated_at at all (written by something that never set it).
+    coll.insert_one(mongodb::bson::doc! { "id": 4, "is_active": false })
+        .await
+        .unwrap();
+    let event = |id: i64| json!({"id": id, "is_active": true, "updated_at": "2023-10-09T10:00:00"});
+    let outcomes = repo
+        .apply(&(1..=5).map(|id| write(&event(id))).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            WriteOutcome::Updated,
+            WriteOutcome::Updated,
+            WriteOutcome::Updated,
+            WriteOutcome::Updated,
+            WriteOutcome::Stale
+        ],
+        "null, mistyped (string), older and missing versions are overwritten; a newer one is not"
+    );
+    for id in 1..=4 {
+        assert!(
+            stored(&repo, id).await.get_bool("is_active").unwrap(),
+            "image {id}"
+        );
+        assert!(
+            stored(&repo, id).await.get_datetime("updated_at").is_ok(),
+            "image {id}"
+        );
+    }
+    assert!(!stored(&repo, 5).await.get_bool("is_active").unwrap());
+}
+
+#[tokio::test]
+async fn a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only_with_bulk_write()
+ {
+    a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only(
+        WritePath::BulkWrite,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only_with_the_update_command()
+ {
+    a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only(
+        WritePath::UpdateCommand,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_updates_within_one_millisecond_delivered_newest_first_end_at_the_newest() {
+    let repo = repository(WritePath::Auto).await;
+    let newer =
+        json!({"id": 7, "disease": "Late blight", "updated_at": "2023-10-09T10:00:00.000700"});
+    let older = json!({"id": 7, "disease": "Healthy", "updated_at": "2023-10-09T10:00:00.000300"});
+    repo.apply(&[write(&created(7))]).await.unwrap();
+    let outcomes = repo.apply(&[write(&newer)]).await.unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Updated]);
+    let outcomes = repo.apply(&[write(&older)]).await.unwrap();
+    assert_eq!(
+        outcomes,
+        [WriteOutcome::Stale],
+        "the older update is older by 400 µs, though both are the same BSON millisecond"
+    );
+    let doc = stored(&repo, 7).await;
+    assert_eq!(doc.get_str("disease").unwrap(), "Late blight");
+    let shown = image_json(&doc);
+    assert_eq!(shown["updated_at"], json!("2023-10-09T10:00:00"));
+    assert!(
+        shown.get(leafsync_core::VERSION_FIELD).is_none(),
+        "the API never shows the microsecond version"
+    );
+    // The same version again is a replay, not a stale event.
+    let outcomes = repo.apply(&[write(&newer)]).await.unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Unchanged]);
+}
+
+#[tokio::test]
+async fn successive_full_versions_of_one_image_in_a_batch_cost_one_statement() {
+    let repo = repository(WritePath::Auto).await;
+    let mut v1 = created(20);
+    v1["updated_at"] = json!("2023-10-09T10:00:00");
+    v1["disease"] = json!("Healthy");
+    let mut v2 = v1.clone();
+    v2["updated_at"] = json!("2023-10-09T11:00:00");
+    v2["disease"] = json!("Late blight");
+    let outcomes = repo
+        .apply(&[write(&created(20)), write(&v1), write(&v2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            WriteOutcome::Collapsed,
+            WriteOutcome::Collapsed,
+            WriteOutcome::Inserted
+        ]
+    );
+    let doc = stored(&repo, 20).await;
+    let mut expected = v2;
+    expected["created_at"] = json!("2023-10-08T15:39:49.123000"); // BSON keeps milliseconds
+    assert_eq!(
+        image_json(&doc),
+        expected,
+        "the image is exactly the newest version"
+    );
+}

@@ -82,7 +82,8 @@ async fn load(db: &Database, collection: &str) -> mongodb::error::Result<BTreeMa
     let cursor = db
         .collection::<Document>(collection)
         .find(doc! {})
-        .projection(doc! { "_id": 0 })
+        // `_id` differs per DB; the job's microsecond version is not the producer's.
+        .projection(doc! { "_id": 0, leafsync_core::VERSION_FIELD: 0 })
         .await?;
     let docs: Vec<Document> = cursor.try_collect().await?;
     Ok(docs
