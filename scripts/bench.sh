@@ -1,6 +1,19 @@
 #!/usr/bin/env bash
-# The job's throughput benchmark (README: "Benchmarks"), with the local services up.
-# Env: BENCH_EVENTS (3000), BENCH_IMAGE_KB (15); see crates/consumer-job/benches/throughput.rs.
+# Runs one benchmark with the local services up (README: "Benchmarks"); each prints its
+# figures and the neutral references it measured in the same run.
+#   scripts/bench.sh throughput   job vs broker and database ceilings, per-message baseline
+#   scripts/bench.sh rate         open-loop load at rising rates: latency and backlog
+#   scripts/bench.sh footprint    CPU and memory of the release consumer-job binary
+#   scripts/bench.sh api          consumer-api under load vs the database alone
+# Knobs (BENCH_*) are described at the top of each bench's source under crates/*/benches/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec scripts/with-services.sh cargo bench --locked -p consumer-job --bench throughput
+case ${1:-} in
+  throughput | rate | footprint) args=(-p consumer-job --bench "$1") ;;
+  api) args=(-p consumer-api --bench load) ;;
+  *)
+    echo "usage: scripts/bench.sh throughput|rate|footprint|api" >&2
+    exit 2
+    ;;
+esac
+exec scripts/with-services.sh cargo bench --locked "${args[@]}"

@@ -1,5 +1,5 @@
 //! Load benchmark of consumer-api, printed as figures (not a timed test). Run with
-//! `scripts/bench-api.sh` (starts SecantusDB).
+//! `scripts/bench.sh api` (starts SecantusDB).
 //!
 //! Seeds a fresh database with LIMS-sized images through `core`, starts the release
 //! `consumer-api` binary as its own process, and drives it with a minimal HTTP/1.1

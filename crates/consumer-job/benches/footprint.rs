@@ -1,10 +1,9 @@
 //! What the release `consumer-job` binary costs in CPU and memory: the figures behind
 //! the manifests' requests and limits (README: "vCPU and memory, justified"). Printed, not
-//! timed-tested. Run with `scripts/bench-footprint.sh`.
+//! timed-tested. Run with `scripts/bench.sh footprint`.
 //!
 //! N LIMS-sized events are produced to fresh topics first; then the binary starts as its
-//! own process on them with the default configuration (batches of 500, 16 MiB prefetch)
-//! and drains the backlog. Read from `/proc`: CPU seconds (user + system) and peak RSS
+//! own process on them with the default configuration and drains the backlog. Read from `/proc`: CPU seconds (user + system) and peak RSS
 //! (`VmHWM`) when the last image is applied, and RSS idle afterwards. Then SIGTERM: it
 //! must exit 0.
 //!
@@ -66,7 +65,8 @@ async fn main() {
     let events: Vec<(usize, String)> = (1..=n).map(|i| (i, event(i, kb))).collect();
     let topics = fresh_topics(3).await;
     produce(&topics, &events).await;
-    let config = job_config(&topics, 500);
+    let defaults = consumer_job::JobConfig::default();
+    let config = job_config(&topics, defaults.batch_max_messages);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -117,12 +117,15 @@ async fn main() {
     assert!(status.success());
     let exit = child.wait().expect("wait for exit");
     println!(
-        "consumer-job footprint: {n} events of {:.1} KiB, default settings (batches of 500, 16 MiB prefetch)",
+        "consumer-job footprint: {n} events of {:.1} KiB, default settings (batches of at most {} records / {} KiB, {} KiB prefetch per partition, 9 partitions)",
         {
             #[allow(clippy::cast_precision_loss)]
             let kib = events.iter().map(|(_, e)| e.len()).sum::<usize>() as f64 / n as f64 / 1024.0;
             kib
-        }
+        },
+        defaults.batch_max_messages,
+        defaults.batch_max_bytes / 1024,
+        defaults.kafka_queued_max_kbytes,
     );
     println!(
         "drain: {drain:.1} s; CPU {:.2} s while draining ({:.2} cores), {cpu_total:.2} s since start",

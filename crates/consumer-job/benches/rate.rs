@@ -1,5 +1,5 @@
 //! What happens when LIMS's event rate rises: an open-loop load at fixed rates against a
-//! running job, printed as figures (not a timed test). Run with `scripts/bench-rate.sh`.
+//! running job, printed as figures (not a timed test). Run with `scripts/bench.sh rate`.
 //!
 //! For each rate, fresh topics (3 partitions each) and a fresh database; `BENCH_REPLICAS`
 //! jobs join one group and own their partitions before the clock starts. Event `k` is due

@@ -1,23 +1,42 @@
-//! Throughput of consumer-job against the DB's own ceiling, printed as figures (not a
-//! timed test). Run with `scripts/bench.sh` (starts Apache Kafka + SecantusDB).
+//! Throughput of consumer-job against neutral ceilings measured in the same run, printed
+//! as figures (not a timed test). Run with `scripts/bench.sh throughput` (starts Apache Kafka and
+//! SecantusDB).
 //!
-//! 1. Ceiling: the same N events, parsed beforehand, upserted through
-//!    `ImageRepository::apply` in batches of the job's size into an empty database.
-//! 2. Job: the N events pre-produced to three 3-partition topics; the job drains the
-//!    backlog into another empty database. Timed from its first consumed record to the
-//!    N-th applied image, so the consumer-group join is not counted.
+//! For each partition count in `BENCH_PARTITIONS`, the same N LIMS-sized creates are
+//! produced once to three fresh topics, then drained four ways:
+//! 1. **Broker ceiling**: a bare rdkafka consumer (fresh group) reads all N; no database.
+//! 2. **Database ceiling**: the bare MongoDB driver upserts the same documents (parsed
+//!    beforehand, not timed) with a plain `{id}` filter, in bulks of the job's batch size,
+//!    with the job's write concern (`w: majority, j: true`) and a unique index on `id`.
+//!    None of leafsync's code is on this path.
+//! 3. **Per-message baseline**: upsert + synchronous commit for each record, as the
+//!    reference Python consumer of the LIMS write-up does (`BENCH_PER_MESSAGE_EVENTS`).
+//! 4. **The job**, from its first consumed record to the N-th applied image (the group
+//!    join is not counted).
 //!
-//! Env: `BENCH_EVENTS` (default 3000), `BENCH_IMAGE_KB` raw image size (default 15, so a
-//! record is ~30 KB of hex like LIMS's), `BENCH_BATCH` (default 500).
+//! The job's rate is printed as a share of min(broker, database).
+//!
+//! Env: `BENCH_EVENTS` (3000), `BENCH_IMAGE_KB` raw image size (15, so a record is ~30 KB
+//! of hex like LIMS's), `BENCH_BATCH` (the job's default batch bound),
+//! `BENCH_PARTITIONS` (`1,3`), `BENCH_PER_MESSAGE_EVENTS` (300).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{COLLECTIONS, PLANTS, event, fresh_topics, job_config, produce};
-use consumer_job::{Job, JobMetrics};
-use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
+use consumer_job::{Job, JobConfig, JobMetrics};
+use leafsync_core::ImageChange;
 use leafsync_test_support::{env_or, kafka_brokers, mongo_client, mongo_uri, unique_name};
+use mongodb::{
+    Namespace,
+    bson::{Document, doc},
+    options::{IndexOptions, UpdateOneModel},
+};
+use rdkafka::{
+    ClientConfig, Message,
+    consumer::{CommitMode, Consumer, StreamConsumer},
+};
 use tokio_util::sync::CancellationToken;
 
 #[allow(clippy::cast_precision_loss)] // figures for humans
@@ -25,7 +44,7 @@ fn report(label: &str, n: usize, bytes: usize, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
     let rate = n as f64 / secs;
     println!(
-        "{label:<44} {n} events in {secs:6.2} s = {rate:7.0} msg/s, {:6.1} MB/s",
+        "  {label:<52} {n:>5} events in {secs:6.2} s = {rate:7.0} msg/s, {:6.1} MB/s",
         bytes as f64 / secs / 1e6
     );
     rate
@@ -33,56 +52,146 @@ fn report(label: &str, n: usize, bytes: usize, elapsed: Duration) -> f64 {
 
 struct Setup {
     events: Vec<(usize, String)>,
-    bytes: usize,
+    /// Average record value size.
+    avg_bytes: usize,
     batch: usize,
 }
 
-/// The same events, parsed beforehand, straight into `ImageRepository::apply`.
-async fn ceiling(setup: &Setup) -> f64 {
-    let repo = ImageRepository::new(
-        mongo_client().await,
-        &unique_name("bench_ceiling"),
-        WritePath::Auto,
-    );
-    repo.ensure_indexes(&COLLECTIONS).await.expect("indexes");
-    let writes: Vec<Write> = setup
-        .events
-        .iter()
-        .map(|(i, e)| Write {
-            collection: COLLECTIONS[i % 3].to_owned(),
-            change: ImageChange::from_json_slice(e.as_bytes()).expect("valid event"),
-        })
-        .collect();
+impl Setup {
+    fn bytes(&self, n: usize) -> usize {
+        self.avg_bytes * n
+    }
+}
+
+/// A consumer of `topics` in a fresh group, from the beginning, committing by hand only.
+fn bare_consumer(topics: &[String]) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique_name("bench_bare"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("bare consumer");
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).expect("subscribe");
+    consumer
+}
+
+/// 1. A bare consumer reads every record; timed from the first record.
+async fn broker_ceiling(setup: &Setup, topics: &[String]) -> f64 {
+    let consumer = bare_consumer(topics);
+    let n = setup.events.len();
+    let _first = consumer.recv().await.expect("first record");
     let started = Instant::now();
-    for chunk in writes.chunks(setup.batch) {
-        repo.apply(chunk).await.expect("bulk upsert");
+    for _ in 1..n {
+        consumer.recv().await.expect("record");
     }
     report(
-        "ceiling: ImageRepository::apply alone",
-        writes.len(),
-        setup.bytes,
+        "broker ceiling: bare rdkafka consumer, no DB",
+        n,
+        setup.bytes(n),
         started.elapsed(),
     )
 }
 
-/// Produces every event to three fresh 3-partition topics; returns the topic names.
-async fn produce_backlog(setup: &Setup) -> Vec<String> {
-    let topics = fresh_topics(3).await;
-    let started = Instant::now();
-    produce(&topics, &setup.events).await;
-    report(
-        "(setup) produce the backlog to Kafka",
-        setup.events.len(),
-        setup.bytes,
-        started.elapsed(),
-    );
-    topics
+/// The documents the job would `$set`, parsed once up front (not timed).
+fn documents(setup: &Setup) -> Vec<(usize, Document)> {
+    setup
+        .events
+        .iter()
+        .map(|(i, e)| {
+            let change = ImageChange::from_json_slice(e.as_bytes()).expect("valid event");
+            (*i % 3, change.set)
+        })
+        .collect()
 }
 
-/// The job drains the backlog; timed from its first consumed record to the last insert.
-async fn job(setup: &Setup, topics: &[String]) -> f64 {
+/// A fresh database with the unique `id` index the job also creates.
+async fn fresh_db(prefix: &str) -> (mongodb::Client, String) {
+    let client = mongo_client().await;
+    let name = unique_name(prefix);
+    for c in COLLECTIONS {
+        client
+            .database(&name)
+            .collection::<Document>(c)
+            .create_index(
+                mongodb::IndexModel::builder()
+                    .keys(doc! { "id": 1 })
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+            )
+            .await
+            .expect("index");
+    }
+    (client, name)
+}
+
+/// 2. The bare driver: bulk upserts with a plain `{id}` filter.
+async fn db_ceiling(setup: &Setup) -> f64 {
+    let docs = documents(setup);
+    let (client, db) = fresh_db("bench_ceiling").await;
+    let started = Instant::now();
+    for chunk in docs.chunks(setup.batch) {
+        let models = chunk.iter().map(|(c, d)| {
+            UpdateOneModel::builder()
+                .namespace(Namespace::new(&db, COLLECTIONS[*c]))
+                .filter(doc! { "id": d.get("id").cloned().expect("id") })
+                .update(doc! { "$set": d.clone() })
+                .upsert(true)
+                .build()
+        });
+        client
+            .bulk_write(models)
+            .ordered(false)
+            .await
+            .expect("bulk upsert");
+    }
+    report(
+        "database ceiling: bare driver bulk upserts by {id}",
+        docs.len(),
+        setup.bytes(docs.len()),
+        started.elapsed(),
+    )
+}
+
+/// 3. One upsert and one synchronous commit per record.
+async fn per_message(setup: &Setup, topics: &[String], n: usize) -> f64 {
+    let consumer = bare_consumer(topics);
+    let (client, db) = fresh_db("bench_per_message").await;
+    let db = client.database(&db);
+    let mut started = None;
+    for _ in 0..n {
+        let msg = consumer.recv().await.expect("record");
+        started.get_or_insert_with(Instant::now);
+        let change =
+            ImageChange::from_json_slice(msg.payload().expect("value")).expect("valid event");
+        let collection = COLLECTIONS[PLANTS
+            .iter()
+            .position(|p| msg.topic().starts_with(p))
+            .expect("plant topic")];
+        db.collection::<Document>(collection)
+            .update_one(
+                doc! { "id": change.set.get("id").cloned().expect("id") },
+                doc! { "$set": change.set },
+            )
+            .upsert(true)
+            .await
+            .expect("upsert");
+        consumer
+            .commit_message(&msg, CommitMode::Sync)
+            .expect("commit");
+    }
+    report(
+        "per-message: upsert + sync commit per record",
+        n,
+        setup.bytes(n),
+        started.expect("records").elapsed(),
+    )
+}
+
+/// 4. The job drains the backlog; timed from its first consumed record to the last insert.
+async fn job(setup: &Setup, config: JobConfig) -> f64 {
     let n = setup.events.len() as u64;
-    let config = job_config(topics, setup.batch);
     let metrics = JobMetrics::new();
     let job = Job::build(config, metrics.clone()).await.expect("job");
     let shutdown = CancellationToken::new();
@@ -94,7 +203,7 @@ async fn job(setup: &Setup, topics: &[String]) -> f64 {
             .sum()
     };
     while count(&metrics.events_consumed, &[]) == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
@@ -103,13 +212,20 @@ async fn job(setup: &Setup, topics: &[String]) -> f64 {
             Instant::now() < deadline,
             "job applied too few events in 600 s"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let rate = report(
-        "job: Kafka -> consumer-job -> SecantusDB",
+        "consumer-job: Kafka -> consumer-job -> SecantusDB",
         setup.events.len(),
-        setup.bytes,
+        setup.bytes(setup.events.len()),
         started.elapsed(),
+    );
+    let batches = metrics.batch_size.get_sample_count();
+    #[allow(clippy::cast_precision_loss)]
+    let mean = metrics.batch_size.get_sample_sum() / batches.max(1) as f64;
+    println!(
+        "  {:<52} {batches} batches, {mean:.0} records on average",
+        ""
     );
     shutdown.cancel();
     handle.await.expect("job task").expect("job run");
@@ -120,22 +236,50 @@ async fn job(setup: &Setup, topics: &[String]) -> f64 {
 async fn main() {
     let n = env_or::<usize>("BENCH_EVENTS", 3000);
     let kb = env_or::<usize>("BENCH_IMAGE_KB", 15);
-    let batch = env_or::<usize>("BENCH_BATCH", 500);
+    let batch = env_or::<usize>("BENCH_BATCH", JobConfig::default().batch_max_messages);
+    let per_message_n = env_or::<usize>("BENCH_PER_MESSAGE_EVENTS", 300).min(n);
+    let partitions: Vec<i32> = std::env::var("BENCH_PARTITIONS")
+        .unwrap_or_else(|_| "1,3".to_owned())
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .expect("BENCH_PARTITIONS: comma-separated integers")
+        })
+        .collect();
     let events: Vec<(usize, String)> = (1..=n).map(|i| (i, event(i / 3 + 1, kb))).collect();
-    let bytes: usize = events.iter().map(|(_, e)| e.len()).sum();
+    let avg_bytes = events.iter().map(|(_, e)| e.len()).sum::<usize>() / n;
     #[allow(clippy::cast_precision_loss)]
-    let avg_kb = bytes as f64 / n as f64 / 1024.0;
+    let avg_kb = avg_bytes as f64 / 1024.0;
     println!(
-        "leafsync throughput benchmark: {n} events of {avg_kb:.1} KiB (hex of {kb} KiB images), batches of {batch}"
+        "leafsync throughput benchmark: {n} events of {avg_kb:.1} KiB (hex of {kb} KiB images), DB bulks of {batch}"
     );
     println!("Mongo {} | Kafka {}", mongo_uri(), kafka_brokers());
     let setup = Setup {
         events,
-        bytes,
+        avg_bytes,
         batch,
     };
-    let ceiling = ceiling(&setup).await;
-    let topics = produce_backlog(&setup).await;
-    let job_rate = job(&setup, &topics).await;
-    println!("ratio job/ceiling: {:.0}%", 100.0 * job_rate / ceiling);
+    for p in partitions {
+        println!("3 topics x {p} partition(s):");
+        let topics = fresh_topics(p).await;
+        let started = Instant::now();
+        produce(&topics, &setup.events).await;
+        report(
+            "(setup) produce the backlog",
+            n,
+            setup.bytes(n),
+            started.elapsed(),
+        );
+        let broker = broker_ceiling(&setup, &topics).await;
+        let db = db_ceiling(&setup).await;
+        let per_message = per_message(&setup, &topics, per_message_n).await;
+        let job_rate = job(&setup, job_config(&topics, batch)).await;
+        let ceiling = broker.min(db);
+        println!(
+            "  job = {:.0}% of min(broker, database) = {ceiling:.0} msg/s; {:.1}x the per-message baseline ({per_message:.0} msg/s)",
+            100.0 * job_rate / ceiling,
+            job_rate / per_message
+        );
+    }
 }

@@ -54,8 +54,8 @@ pub struct JobConfig {
     pub kafka_session_timeout_ms: u32,
     /// How often librdkafka reports statistics (consumer lag metric).
     pub kafka_statistics_interval_ms: u32,
-    /// Most KiB librdkafka prefetches ahead of the job (its default, 64 MiB, would
-    /// dominate the job's memory).
+    /// Most KiB librdkafka prefetches ahead of the job, per assigned partition (its
+    /// default, 64 MiB, would dominate the job's memory).
     pub kafka_queued_max_kbytes: u32,
     /// Longest a fetch waits at the broker for new records (librdkafka's
     /// `fetch.wait.max.ms`). Kafka answers as soon as a record arrives, so this bounds
@@ -71,8 +71,6 @@ pub struct JobConfig {
     pub batch_max_messages: usize,
     /// Most bytes of record values in one batch.
     pub batch_max_bytes: usize,
-    /// How long a batch waits for more records after its first one.
-    pub batch_max_wait_ms: u64,
     /// Record values larger than this are dead-lettered as `oversized`.
     pub max_event_bytes: usize,
     /// What to do with tombstones (null values).
@@ -104,7 +102,7 @@ impl Default for JobConfig {
             dlq_topic: "leafsync-dead-letter".to_owned(),
             kafka_session_timeout_ms: 10_000,
             kafka_statistics_interval_ms: 5_000,
-            kafka_queued_max_kbytes: 16_384,
+            kafka_queued_max_kbytes: 2_048,
             kafka_fetch_wait_max_ms: 500,
             mongo_uri:
                 "mongodb://mongodb-consumer.leaf-image-management-system.svc.cluster.local:27017"
@@ -112,8 +110,7 @@ impl Default for JobConfig {
             mongo_db: CONSUMER_DB.to_owned(),
             mongo_write_path: WritePath::Auto,
             batch_max_messages: 500,
-            batch_max_bytes: 16 * 1024 * 1024,
-            batch_max_wait_ms: 100,
+            batch_max_bytes: 4 * 1024 * 1024,
             max_event_bytes: 1_000_000,
             tombstone_policy: TombstonePolicy::DeadLetter,
             retry_base_ms: 100,
@@ -216,11 +213,6 @@ impl JobConfig {
             });
         }
         Ok(routes)
-    }
-
-    /// `batch_max_wait_ms` as a duration.
-    pub fn batch_max_wait(&self) -> Duration {
-        Duration::from_millis(self.batch_max_wait_ms)
     }
 
     /// `drain_timeout_ms` as a duration.

@@ -319,3 +319,101 @@ async fn two_jobs_in_one_group_share_the_partitions_without_loss() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The `n` an image was last set to (0 when never).
+fn version_of(doc: &mongodb::bson::Document) -> i64 {
+    match doc.get("n") {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// Many batches in flight one after another: per-image order holds across them, and at
+/// every moment the committed offset covers only records already durable in MongoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_keep_each_images_order_and_commit_only_what_is_durable() {
+    use futures::TryStreamExt;
+    use rdkafka::{
+        ClientConfig, Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer},
+    };
+
+    const IMAGES: i64 = 10;
+    const VERSIONS: i64 = 60;
+    let w = World::with_topics(1).await;
+    let producer = w.producer();
+    let potato = &w.plants[0];
+    // Unversioned partial updates: only the order of application decides the result.
+    // Record at offset (v - 1) * IMAGES + (id - 1) sets image `id`'s `n` to `v`.
+    for v in 1..=VERSIONS {
+        for id in 1..=IMAGES {
+            send_json(&producer, potato, &json!({"id": id, "n": v})).await;
+        }
+    }
+    let mut config = w.config();
+    config.batch_max_messages = 7;
+    let job = common::start_job(config).await;
+
+    let offsets: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &w.brokers)
+        .set("group.id", &w.group)
+        .create()
+        .expect("offset reader");
+    let db = w.mongo().await;
+    let total = u64::try_from(IMAGES * VERSIONS).unwrap();
+    let mut checks = 0;
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(potato, 0);
+        let committed = tokio::task::block_in_place(|| {
+            offsets.committed_offsets(tpl, std::time::Duration::from_secs(5))
+        })
+        .expect("committed offsets");
+        let committed = match committed.elements()[0].offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        // Read the DB after the offset: it only moves forward, so every record below the
+        // committed offset must already show.
+        let stored: Vec<mongodb::bson::Document> = db
+            .collection(COLLECTIONS[0])
+            .find(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        for id in 1..=IMAGES {
+            // The newest version of `id` among records below `committed`.
+            let due = (committed - id + IMAGES) / IMAGES;
+            let n = stored
+                .iter()
+                .find(|d| d.get_i32("id") == Ok(i32::try_from(id).unwrap()))
+                .map_or(0, version_of);
+            assert!(
+                n >= due,
+                "offset {committed} is committed but image {id} is at version {n}, not {due}"
+            );
+        }
+        checks += 1;
+        if u64::try_from(committed).unwrap() == total {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for id in 1..=IMAGES {
+        let doc = image(&db, COLLECTIONS[0], i32::try_from(id).unwrap()).await;
+        assert_eq!(version_of(&doc), VERSIONS, "image {id}");
+    }
+    assert!(
+        checks > 3,
+        "the commit was observed while the stream was in flight"
+    );
+    let batches = job.metric("leafsync_job_batch_size_count", &[]);
+    assert!(
+        batches >= total / 7,
+        "{batches} batches of at most 7 records"
+    );
+    job.stop().await;
+}

@@ -41,7 +41,6 @@ async fn the_consumer_db_verifies_clean_against_the_producer_db_despite_faults()
         dlq_topic: dlq,
         mongo_uri: mongo_uri(),
         mongo_db: consumer_db.name().to_owned(),
-        batch_max_wait_ms: 50,
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         ..JobConfig::default()
     };

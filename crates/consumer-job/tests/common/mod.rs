@@ -121,7 +121,6 @@ impl World {
             mongo_uri: self.mongo_uri.clone(),
             mongo_db: self.db.clone(),
             batch_max_messages: 50,
-            batch_max_wait_ms: 50,
             retry_base_ms: 50,
             retry_max_ms: 1_000,
             drain_timeout_ms: 5_000,
