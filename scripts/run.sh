@@ -27,15 +27,25 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
+# The release build (the longest step on a new machine) runs while the services install
+# and start; its output goes to a log, and a failure stops here with its tail.
+mkdir -p "$LEAFSYNC_RUN_DIR"
+build_log="$LEAFSYNC_RUN_DIR/build.log"
+log "building consumer-job, consumer-api and lims-sim (release; log: $build_log) while the services start"
+cargo build --release --locked -p consumer-job -p consumer-api -p lims-sim --bins --examples \
+  >"$build_log" 2>&1 &
+build_pid=$!
 for service in mongo kafka; do
   port=$LEAFSYNC_MONGO_PORT
   [[ $service == kafka ]] && port=$LEAFSYNC_KAFKA_PORT
   pid_alive "$LEAFSYNC_RUN_DIR/$service-$port.pid" || started+=("$service")
   "$ROOT/scripts/$service-start.sh"
 done
-
-log "building consumer-job and consumer-api (release)"
-cargo build --release --locked -p consumer-job -p consumer-api -p lims-sim --bins --examples
+if ! wait "$build_pid"; then
+  tail -n 30 "$build_log" >&2
+  die "the release build failed (log: $build_log)"
+fi
+log "built ($(elapsed) since start)"
 export LEAFSYNC_KAFKA_BROKERS="127.0.0.1:$LEAFSYNC_KAFKA_PORT"
 export LEAFSYNC_MONGO_URI="mongodb://127.0.0.1:$LEAFSYNC_MONGO_PORT"
 export LEAFSYNC_METRICS_ADDR="127.0.0.1:$job_port"
@@ -87,8 +97,8 @@ produced() {
 }
 progress() {
   while sleep 5; do
-    printf '[run.sh] produced %s | consumed %s | inserted %s updated %s unchanged %s stale %s | dead-lettered %s | lag %s\n' \
-      "$(produced)" \
+    printf '[run.sh] %4ss | produced %s | consumed %s | inserted %s updated %s unchanged %s stale %s | dead-lettered %s | lag %s\n' \
+      "$SECONDS" "$(produced)" \
       "$(metric leafsync_job_events_consumed_total)" \
       "$(metric leafsync_job_images_total 'outcome="inserted"')" \
       "$(metric leafsync_job_images_total 'outcome="updated"')" \

@@ -318,3 +318,26 @@ fn keda_scales_the_job_on_lag_up_to_the_partition_count_only() {
         Some(topics.len() as u64)
     );
 }
+
+/// Every kustomization a user may apply: the overlays and the examples.
+const KUSTOMIZATIONS: [&str; 4] = [
+    "manifests/overlays/minikube",
+    "manifests/overlays/gke",
+    "manifests/examples/minikube-ingress",
+    "manifests/examples/gke-keda",
+];
+
+#[test]
+fn every_object_of_every_kustomization_lands_in_the_lims_namespace() {
+    for dir in KUSTOMIZATIONS {
+        for object in render(dir) {
+            assert_eq!(
+                object["metadata"]["namespace"].as_str(),
+                Some("leaf-image-management-system"),
+                "{dir}: {} {} has no namespace or another one (it would land in the current context's)",
+                text(&object["kind"]),
+                text(&object["metadata"]["name"])
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //!    beforehand, not timed) with a plain `{id}` filter, in bulks of the job's batch size,
 //!    with the job's write concern (`w: majority, j: true`) and a unique index on `id`.
 //!    None of leafsync's code is on this path.
+//!    The same documents as plain bulk inserts are printed too: the least a create costs.
 //! 3. **Per-message baseline**: upsert + synchronous commit for each record, as the
 //!    reference Python consumer of the LIMS write-up does (`BENCH_PER_MESSAGE_EVENTS`).
 //! 4. **The job**, from its first consumed record to the N-th applied image (the group
@@ -26,12 +27,12 @@ use std::time::{Duration, Instant};
 
 use common::{COLLECTIONS, PLANTS, event, fresh_topics, job_config, produce};
 use consumer_job::{Job, JobConfig, JobMetrics};
-use leafsync_core::ImageChange;
+use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
 use leafsync_test_support::{env_or, kafka_brokers, mongo_client, mongo_uri, unique_name};
 use mongodb::{
     Namespace,
     bson::{Document, doc},
-    options::{IndexOptions, UpdateOneModel},
+    options::{IndexOptions, InsertOneModel, UpdateOneModel},
 };
 use rdkafka::{
     ClientConfig, Message,
@@ -154,6 +155,59 @@ async fn db_ceiling(setup: &Setup) -> f64 {
     )
 }
 
+/// 2b. The bare driver inserting the same documents: what a create costs at the least
+/// (the job sends creates as inserts first, so this is its true ceiling for creates).
+async fn insert_ceiling(setup: &Setup) -> f64 {
+    let docs = documents(setup);
+    let (client, db) = fresh_db("bench_insert").await;
+    let started = Instant::now();
+    for chunk in docs.chunks(setup.batch) {
+        let models = chunk.iter().map(|(c, d)| {
+            InsertOneModel::builder()
+                .namespace(Namespace::new(&db, COLLECTIONS[*c]))
+                .document(d.clone())
+                .build()
+        });
+        client
+            .bulk_write(models)
+            .ordered(false)
+            .await
+            .expect("bulk insert");
+    }
+    report(
+        "database, creates only: bare driver bulk inserts",
+        docs.len(),
+        setup.bytes(docs.len()),
+        started.elapsed(),
+    )
+}
+
+/// Not a ceiling: the same documents through leafsync's own write path
+/// (`ImageRepository::apply`, guard filter included), to tell the write path's cost from
+/// the pipeline's.
+async fn write_path(setup: &Setup) -> f64 {
+    let (client, db) = fresh_db("bench_write_path").await;
+    let repo = ImageRepository::new(client, &db, WritePath::Auto);
+    let writes: Vec<Write> = setup
+        .events
+        .iter()
+        .map(|(i, e)| Write {
+            collection: COLLECTIONS[i % 3].to_owned(),
+            change: ImageChange::from_json_slice(e.as_bytes()).expect("valid event"),
+        })
+        .collect();
+    let started = Instant::now();
+    for chunk in writes.chunks(setup.batch) {
+        repo.apply(chunk).await.expect("bulk upsert");
+    }
+    report(
+        "(diagnostic) leafsync's write path alone",
+        writes.len(),
+        setup.bytes(writes.len()),
+        started.elapsed(),
+    )
+}
+
 /// 3. One upsert and one synchronous commit per record.
 async fn per_message(setup: &Setup, topics: &[String], n: usize) -> f64 {
     let consumer = bare_consumer(topics);
@@ -224,8 +278,10 @@ async fn job(setup: &Setup, config: JobConfig) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let mean = metrics.batch_size.get_sample_sum() / batches.max(1) as f64;
     println!(
-        "  {:<52} {batches} batches, {mean:.0} records on average",
-        ""
+        "  {:<52} {batches} batches, {mean:.0} records on average, writing {:.2} s of the {:.2} s",
+        "",
+        metrics.batch_duration.get_sample_sum(),
+        started.elapsed().as_secs_f64()
     );
     shutdown.cancel();
     handle.await.expect("job task").expect("job run");
@@ -273,12 +329,15 @@ async fn main() {
         );
         let broker = broker_ceiling(&setup, &topics).await;
         let db = db_ceiling(&setup).await;
+        let inserts = insert_ceiling(&setup).await;
         let per_message = per_message(&setup, &topics, per_message_n).await;
+        write_path(&setup).await;
         let job_rate = job(&setup, job_config(&topics, batch)).await;
         let ceiling = broker.min(db);
         println!(
-            "  job = {:.0}% of min(broker, database) = {ceiling:.0} msg/s; {:.1}x the per-message baseline ({per_message:.0} msg/s)",
+            "  job = {:.0}% of min(broker, database upserts) = {ceiling:.0} msg/s; {:.0}% of min(broker, database inserts); {:.1}x the per-message baseline ({per_message:.0} msg/s)",
             100.0 * job_rate / ceiling,
+            100.0 * job_rate / broker.min(inserts),
             job_rate / per_message
         );
     }

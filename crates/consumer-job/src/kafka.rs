@@ -128,6 +128,14 @@ pub fn consumer_config(config: &JobConfig) -> ClientConfig {
             "fetch.wait.max.ms",
             config.kafka_fetch_wait_max_ms.to_string(),
         )
+        // Once the prefetch bound is reached librdkafka pauses a partition's fetching for
+        // this long (1 s by default): with a small bound that idled the writer for most of
+        // a backlog drain. Refill as soon as the job has taken records.
+        .set("fetch.queue.backoff.ms", "10")
+        // Round robin spreads LIMS's three one-partition topics over the replicas (the
+        // default `range` hands all three to one member); `range` stays listed so a rolling
+        // update can form a group with replicas of the previous version.
+        .set("partition.assignment.strategy", "roundrobin,range")
         .set_log_level(RDKafkaLogLevel::Warning);
     client
 }
@@ -170,7 +178,9 @@ pub async fn ensure_topic(config: &JobConfig, topic: &str, partitions: i32) {
         }
     };
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    // -1: the broker's default replication factor (KIP-464). A fixed 1 would keep the dead
+    // letters on one disk, and fail every send where `min.insync.replicas` is 2.
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     match tokio::time::timeout(
         Duration::from_secs(15),
         admin.create_topics([&new], &options),
@@ -206,5 +216,15 @@ mod tests {
         assert_eq!(client.get("queued.max.messages.kbytes"), Some("4096"));
         assert_eq!(client.get("session.timeout.ms"), Some("10000"));
         assert_eq!(client.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(client.get("fetch.queue.backoff.ms"), Some("10"));
+    }
+
+    #[test]
+    fn partitions_are_spread_round_robin_so_one_partition_topics_reach_every_replica() {
+        let client = consumer_config(&JobConfig::default());
+        assert_eq!(
+            client.get("partition.assignment.strategy"),
+            Some("roundrobin,range")
+        );
     }
 }

@@ -7,18 +7,20 @@ mod common;
 use std::time::Duration;
 
 use common::{COLLECTIONS, World, created, eventually, send_json, wait_for_count};
+use leafsync_core::WritePath;
 use leafsync_test_support::{MongoProcess, create_topic, kafka_brokers};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mongo_outage_mid_stream_loses_and_skips_nothing() {
+async fn a_mongo_outage_mid_stream_loses_and_skips_nothing(path: WritePath) {
     let mut mongo = MongoProcess::start().await;
     let w = World::new(kafka_brokers(), mongo.uri());
     for topic in &w.plants {
         create_topic(topic, 3).await;
     }
     create_topic(&w.dlq, 1).await;
-    let job = w.start().await;
+    let mut config = w.config();
+    config.mongo_write_path = path;
+    let job = common::start_job(config).await;
     let producer = w.producer();
     let potato = &w.plants[0];
 
@@ -70,7 +72,19 @@ async fn a_mongo_outage_mid_stream_loses_and_skips_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound() {
+async fn a_mongo_outage_mid_stream_loses_and_skips_nothing_with_bulk_write() {
+    a_mongo_outage_mid_stream_loses_and_skips_nothing(WritePath::BulkWrite).await;
+}
+
+/// The pre-8.0 path: its `update` command must carry the durable write concern itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mongo_outage_mid_stream_loses_and_skips_nothing_with_the_update_command() {
+    a_mongo_outage_mid_stream_loses_and_skips_nothing(WritePath::UpdateCommand).await;
+}
+
+async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound(
+    path: WritePath,
+) {
     let mut mongo = MongoProcess::start().await;
     let w = World::new(kafka_brokers(), mongo.uri());
     for topic in &w.plants {
@@ -78,6 +92,7 @@ async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_dra
     }
     create_topic(&w.dlq, 1).await;
     let mut config = w.config();
+    config.mongo_write_path = path;
     config.drain_timeout_ms = 1_000;
     let job = common::start_job(config.clone()).await;
     let producer = w.producer();
@@ -113,4 +128,23 @@ async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_dra
     wait_for_count(&w.mongo().await, COLLECTIONS[2], 6, 90).await;
     assert!(again.metric("leafsync_job_images_total", &[("outcome", "inserted")]) >= 5);
     again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound_with_bulk_write()
+ {
+    shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound(
+        WritePath::BulkWrite,
+    )
+    .await;
+}
+
+/// A journaled write survives the kill on the pre-8.0 path too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound_with_the_update_command()
+ {
+    shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound(
+        WritePath::UpdateCommand,
+    )
+    .await;
 }

@@ -20,6 +20,11 @@
 //! answers E11000. E11000 can also come from two writers inserting the same new image at
 //! once, so a collided statement is tried once more: if it collides again, the stored
 //! image is newer and the event is [`WriteOutcome::Stale`].
+//!
+//! A create (`updated_at: null`) is first sent as a plain insert on the bulk-write path:
+//! the image is almost always new, and an insert costs the server a third of a guarded
+//! upsert (measured on SecantusDB). If the image exists, the insert collides and the retry
+//! sends the guarded upsert, whose answer is the same as it would have been at first.
 
 use std::collections::HashMap;
 
@@ -28,7 +33,7 @@ use mongodb::{
     Client, Database, Namespace,
     bson::{self, Bson, Document},
     error::{Error, ErrorKind},
-    options::{FindOptions, IndexOptions, UpdateOneModel},
+    options::{FindOptions, IndexOptions, InsertOneModel, UpdateOneModel, WriteModel},
 };
 use tokio::sync::OnceCell;
 
@@ -223,7 +228,7 @@ impl ImageRepository {
             }
         }
         for round in rounds(writes, &live) {
-            let first = self.execute(writes, &round).await?;
+            let first = self.execute(writes, &round, Attempt::First).await?;
             let mut collided = Vec::new();
             for (&i, outcome) in round.iter().zip(first) {
                 if outcome == WriteOutcome::Stale {
@@ -233,7 +238,7 @@ impl ImageRepository {
                 }
             }
             if !collided.is_empty() {
-                let second = self.execute(writes, &collided).await?;
+                let second = self.execute(writes, &collided, Attempt::Retry).await?;
                 for (&i, outcome) in collided.iter().zip(second) {
                     outcomes[i] = Some(outcome);
                 }
@@ -350,9 +355,10 @@ impl ImageRepository {
         &self,
         writes: &[Write],
         idxs: &[usize],
+        attempt: Attempt,
     ) -> Result<Vec<WriteOutcome>, RepoError> {
         let result = if self.bulk_write_supported().await? {
-            self.execute_bulk_write(writes, idxs).await
+            self.execute_bulk_write(writes, idxs, attempt).await
         } else {
             self.execute_update_command(writes, idxs).await
         };
@@ -365,7 +371,7 @@ impl ImageRepository {
                 }
                 let mut outcomes = Vec::with_capacity(idxs.len());
                 for &i in idxs {
-                    outcomes.extend(Box::pin(self.execute(writes, &[i])).await?);
+                    outcomes.extend(Box::pin(self.execute(writes, &[i], attempt)).await?);
                 }
                 Ok(outcomes)
             }
@@ -377,42 +383,56 @@ impl ImageRepository {
         &self,
         writes: &[Write],
         idxs: &[usize],
+        attempt: Attempt,
     ) -> Result<Vec<WriteOutcome>, RepoError> {
-        let models = idxs.iter().map(|&i| {
+        let models = idxs.iter().map(|&i| -> WriteModel {
             let w = &writes[i];
+            let namespace = Namespace::new(self.db.name(), w.collection.as_str());
+            if attempt == Attempt::First && w.change.version == Version::Initial {
+                return InsertOneModel::builder()
+                    .namespace(namespace)
+                    .document(w.change.set.clone())
+                    .build()
+                    .into();
+            }
             UpdateOneModel::builder()
-                .namespace(Namespace::new(self.db.name(), w.collection.as_str()))
+                .namespace(namespace)
                 .filter(w.change.guard_filter())
                 .update(w.change.update())
                 .upsert(true)
                 .build()
+                .into()
         });
-        let (results, errors) = match self
+        let (results, inserted, errors) = match self
             .client
             .bulk_write(models)
             .ordered(false)
             .verbose_results()
             .await
         {
-            Ok(verbose) => (verbose.update_results, HashMap::new()),
+            Ok(verbose) => (
+                verbose.update_results,
+                verbose.insert_results,
+                HashMap::new(),
+            ),
             Err(e) => {
                 let interrupted = std::error::Error::source(&e).is_some();
                 match e.kind.as_ref() {
                     ErrorKind::BulkWrite(bw)
                         if !interrupted && bw.write_concern_errors.is_empty() =>
                     {
-                        let results = match &bw.partial_result {
+                        let (results, inserted) = match &bw.partial_result {
                             Some(mongodb::error::PartialBulkWriteResult::Verbose(v)) => {
-                                v.update_results.clone()
+                                (v.update_results.clone(), v.insert_results.clone())
                             }
-                            _ => HashMap::new(),
+                            _ => (HashMap::new(), HashMap::new()),
                         };
                         let errors = bw
                             .write_errors
                             .iter()
                             .map(|(k, we)| (*k, (we.code, we.message.clone())))
                             .collect();
-                        (results, errors)
+                        (results, inserted, errors)
                     }
                     _ => return Err(RepoError::Mongo(e)),
                 }
@@ -422,6 +442,9 @@ impl ImageRepository {
             .map(|k| {
                 if let Some((code, message)) = errors.get(&k) {
                     return statement_error(*code, message);
+                }
+                if inserted.contains_key(&k) {
+                    return Ok(WriteOutcome::Inserted);
                 }
                 let r = results.get(&k).ok_or(RepoError::MissingResult(idxs[k]))?;
                 Ok(match (r.upserted_id.is_some(), r.modified_count) {
@@ -463,9 +486,7 @@ impl ImageRepository {
                 .collect();
             let reply = self
                 .db
-                .run_command(
-                    bson::doc! { "update": collection, "updates": updates, "ordered": false },
-                )
+                .run_command(update_command(collection, updates, self.db.write_concern()))
                 .await?;
             if let Ok(wce) = reply.get_document("writeConcernError") {
                 return Err(RepoError::TransientWrite {
@@ -503,6 +524,24 @@ impl ImageRepository {
             .map(|(k, o)| o.ok_or(RepoError::MissingResult(idxs[k])))
             .collect()
     }
+}
+
+/// The `update` command for `updates`, carrying `write_concern` itself: `run_command`
+/// applies none of the client's, so without it the server would acknowledge writes that
+/// are neither journaled nor on a majority, and an offset could be committed for a write
+/// that a crash loses.
+fn update_command(
+    collection: &str,
+    updates: Vec<Document>,
+    write_concern: Option<&mongodb::options::WriteConcern>,
+) -> Document {
+    let mut command = bson::doc! { "update": collection, "updates": updates, "ordered": false };
+    if let Some(concern) = write_concern.and_then(|wc| bson::to_document(wc).ok()) {
+        if !concern.is_empty() {
+            command.insert("writeConcern", concern);
+        }
+    }
+    command
 }
 
 /// Which writes must be sent (`true`) and which collapse into later ones (`false`).
@@ -546,6 +585,14 @@ pub fn collapse(writes: &[Write]) -> Vec<bool> {
         }
     }
     live
+}
+
+/// Which try of a statement this is: a create goes first as a plain insert (bulk-write
+/// path only); every retry is the guarded upsert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    Retry,
 }
 
 /// Splits the `live` writes of a batch into rounds in which each `(collection, id)` occurs
@@ -713,6 +760,17 @@ mod tests {
             ..ImageFilter::default()
         };
         assert_eq!(all.to_document(), Document::new());
+    }
+
+    #[test]
+    fn the_update_command_carries_the_durable_write_concern() {
+        let concern = crate::mongo::durable_write_concern();
+        let command = update_command("c", vec![bson::doc! {"q": {}}], Some(&concern));
+        assert_eq!(
+            command.get_document("writeConcern").unwrap(),
+            &bson::doc! { "w": "majority", "j": true }
+        );
+        assert!(!update_command("c", Vec::new(), None).contains_key("writeConcern"));
     }
 
     #[test]
