@@ -243,9 +243,10 @@ fn config_maps_hold_values_the_binaries_accept_and_the_grace_period_covers_the_d
         .as_u64()
         .unwrap()
         * 1000;
+    let bound_ms = u64::try_from(job_config.shutdown_bound().as_millis()).unwrap();
     assert!(
-        grace_ms > job_config.drain_timeout_ms + 5_000,
-        "grace {grace_ms} ms must exceed the drain bound plus the final commit"
+        grace_ms > bound_ms,
+        "grace {grace_ms} ms must exceed the whole shutdown bound ({bound_ms} ms: drain, final commit, close, exit)"
     );
     let api = named(&gke, "Deployment", "consumer-api");
     ApiConfig::from_vars(environment(&gke, api)).expect("API ConfigMap is valid config");

@@ -22,7 +22,7 @@ use consumer_job::{Job, JobConfig, JobMetrics};
 use leafsync_test_support::{env_or, kafka_brokers, mongo_uri, percentile};
 use rdkafka::{
     ClientConfig,
-    producer::{FutureProducer, FutureRecord},
+    producer::{FutureProducer, FutureRecord, Producer},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -108,6 +108,16 @@ async fn step(topics: &[String], jobs: &Jobs, rate: f64, n: usize, kb: usize) ->
         Duration::from_secs_f64(k as f64 / rate)
     };
     let payloads: Vec<String> = (0..n).map(|k| event(k + 1, kb)).collect();
+    // A warm producer, as the Image API's long-running one is: connected, with the
+    // topics' metadata, before the clock starts (else the first events time its start-up).
+    tokio::task::block_in_place(|| {
+        for topic in topics {
+            producer
+                .client()
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .expect("topic metadata");
+        }
+    });
     let start = Instant::now();
     let sender = {
         let topics = topics.to_vec();

@@ -124,6 +124,13 @@ impl Default for JobConfig {
 
 pub use leafsync_core::env::{ConfigError, EnvConfig};
 
+/// After the drain, the longest the final offset commit may take.
+pub const FINAL_COMMIT_BOUND: Duration = Duration::from_secs(3);
+/// Then the longest flushing the dead-letter producer and leaving the group may take.
+pub const CLOSE_BOUND: Duration = Duration::from_secs(3);
+/// Then the longest the runtime waits for its last threads before the process exits.
+pub const EXIT_BOUND: Duration = Duration::from_secs(1);
+
 impl EnvConfig for JobConfig {
     /// Checks what serde cannot: non-empty names, sane sizes, a parseable topic map.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -218,6 +225,13 @@ impl JobConfig {
     /// `drain_timeout_ms` as a duration.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The longest the job takes from SIGTERM to exit: the drain, the final commit, the
+    /// close and the runtime's exit, each bounded. Keep it under Kubernetes'
+    /// `terminationGracePeriodSeconds`, or the pod is killed mid-shutdown.
+    pub fn shutdown_bound(&self) -> Duration {
+        self.drain_timeout() + FINAL_COMMIT_BOUND + CLOSE_BOUND + EXIT_BOUND
     }
 }
 

@@ -8,8 +8,15 @@ use consumer_job::{
 };
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let result = runtime.block_on(run());
+    // A blocking close that outlived its bound must not hold the exit past the grace period.
+    runtime.shutdown_timeout(consumer_job::config::EXIT_BOUND);
+    result
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = JobConfig::from_env().context("consumer-job cannot start")?;
     leafsync_core::runtime::init_tracing(config.log_format == LogFormat::Json);
 

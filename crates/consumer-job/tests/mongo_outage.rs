@@ -148,3 +148,71 @@ async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_dra
     )
     .await;
 }
+
+/// A number the base manifests set: `NAME=value` in the job's ConfigMap, or `NAME: value`
+/// in its Deployment.
+fn manifest_number(file: &str, name: &str) -> u64 {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../manifests/base")
+        .join(file);
+    let text = std::fs::read_to_string(&path).expect("manifest");
+    text.lines()
+        .map(str::trim)
+        .find_map(|l| {
+            l.strip_prefix("- ")
+                .unwrap_or(l)
+                .strip_prefix(name)?
+                .trim_start_matches(['=', ':', ' '])
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{name} in {}", path.display()))
+}
+
+/// With the numbers the manifests use, a job stuck retrying a dead MongoDB exits on
+/// SIGTERM within its whole shutdown bound, and so before Kubernetes' grace period ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stuck_on_a_dead_database_exits_within_the_grace_period_the_manifests_give() {
+    let grace = Duration::from_secs(manifest_number(
+        "consumer-job.yaml",
+        "terminationGracePeriodSeconds",
+    ));
+    let mut mongo = MongoProcess::start().await;
+    let w = World::new(kafka_brokers(), mongo.uri());
+    for topic in &w.plants {
+        create_topic(topic, 1).await;
+    }
+    create_topic(&w.dlq, 1).await;
+    let mut config = w.config();
+    config.drain_timeout_ms = manifest_number("kustomization.yaml", "LEAFSYNC_DRAIN_TIMEOUT_MS");
+    let bound = config.shutdown_bound();
+    assert!(
+        bound < grace,
+        "{bound:?} must fit in the grace period {grace:?}"
+    );
+
+    let mut job = common::JobProcess::spawn(&config);
+    let producer = w.producer();
+    send_json(&producer, &w.plants[0], &created(1, 1)).await;
+    wait_for_count(&w.mongo().await, COLLECTIONS[0], 1, 60).await;
+    mongo.kill();
+    send_json(&producer, &w.plants[0], &created(2, 1)).await;
+    eventually(60, "the job retries the write", || async {
+        let n = job
+            .metric("leafsync_job_retries_total", &[("operation", "mongo")])
+            .await;
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{n} retries"))
+        }
+    })
+    .await;
+    let (took, status) = job.terminate(grace).await;
+    eprintln!("exited {took:?} after SIGTERM (bound {bound:?}, grace {grace:?})");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took <= bound,
+        "shutdown took {took:?}, over its bound {bound:?}"
+    );
+}

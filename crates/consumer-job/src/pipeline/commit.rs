@@ -3,7 +3,7 @@
 //! one at a time, in consumption order, so a later batch's offsets are never committed
 //! before an earlier batch is durable.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use rdkafka::{
     Offset, TopicPartitionList,
@@ -90,6 +90,3 @@ fn commit_retriable(e: &KafkaError) -> bool {
         )
     )
 }
-
-/// How long [`Job::commit_stored`] may take at shutdown.
-pub(super) const FINAL_COMMIT_BOUND: Duration = Duration::from_secs(5);

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{ConfigError, EnvConfig, JobConfig, Route},
+    config::{CLOSE_BOUND, ConfigError, EnvConfig, FINAL_COMMIT_BOUND, JobConfig, Route},
     decode::{self, Decision, Limits},
     kafka::{self, JobContext},
     metrics::JobMetrics,
@@ -271,7 +271,7 @@ impl Job {
     }
 
     async fn shut_down(self) {
-        match tokio::time::timeout(commit::FINAL_COMMIT_BOUND, self.commit_stored()).await {
+        match tokio::time::timeout(FINAL_COMMIT_BOUND, self.commit_stored()).await {
             Ok(Ok(())) => tracing::info!("committed offsets on shutdown"),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "final commit failed; the group resumes from the last commit");
@@ -284,16 +284,17 @@ impl Job {
             consumer, producer, ..
         } = self;
         // Closing the consumer leaves the group (partitions move at once, not after the
-        // session timeout); both calls block, so they run off the async threads.
+        // session timeout); both calls block, so they run off the async threads, and are
+        // not waited for past CLOSE_BOUND (main does not wait for that thread either).
         let closed = tokio::task::spawn_blocking(move || {
-            let _ = producer.flush(Duration::from_secs(5));
+            let _ = producer.flush(CLOSE_BOUND / 2);
             drop(consumer);
         });
-        if tokio::time::timeout(Duration::from_secs(10), closed)
-            .await
-            .is_err()
-        {
-            tracing::warn!("leaving the consumer group took over 10 s; exiting anyway");
+        if tokio::time::timeout(CLOSE_BOUND, closed).await.is_err() {
+            tracing::warn!(
+                bound_ms = u64::try_from(CLOSE_BOUND.as_millis()).unwrap_or(u64::MAX),
+                "leaving the consumer group takes too long; exiting anyway (the group notices after the session timeout)"
+            );
         }
         tracing::info!("consumer-job stopped");
     }

@@ -331,22 +331,31 @@ impl JobProcess {
 
     /// SIGTERM, then waits (bounded) for a clean exit.
     pub async fn stop(mut self) {
+        let (_, status) = self.terminate(Duration::from_secs(30)).await;
+        assert!(
+            status.success(),
+            "consumer-job exited with {status} after SIGTERM"
+        );
+    }
+
+    /// SIGTERM; how long the process took to exit (at most `bound`) and how it exited.
+    pub async fn terminate(&mut self, bound: Duration) -> (Duration, std::process::ExitStatus) {
         let pid = self.child.id().to_string();
+        let sent = std::time::Instant::now();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM runs");
-        eventually(30, "consumer-job exits after SIGTERM", || {
-            let status = self.child.try_wait().map_err(|e| e.to_string());
-            async move {
-                match status? {
-                    Some(s) if s.success() => Ok(()),
-                    Some(s) => panic!("consumer-job exited with {s} after SIGTERM"),
-                    None => Err("running".to_owned()),
-                }
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for consumer-job") {
+                return (sent.elapsed(), status);
             }
-        })
-        .await;
+            assert!(
+                sent.elapsed() < bound,
+                "consumer-job still runs {bound:?} after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A metric from the process's `/metrics` (0 while it is not serving yet).
