@@ -65,17 +65,27 @@ impl ApiMetrics {
     }
 }
 
+/// The method as a label from a fixed set: a client may send any token as a method, and
+/// each would otherwise become a new series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    KNOWN
+        .into_iter()
+        .find(|known| method.as_str() == *known)
+        .unwrap_or("other")
+}
+
 /// Middleware: time every request and count it by route template.
 pub async fn track(State(metrics): State<ApiMetrics>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [route.as_str(), method.as_str(), status.as_str()];
+    let labels = [route.as_str(), method, status.as_str()];
     metrics.requests.with_label_values(&labels).inc();
     metrics
         .latency
@@ -90,4 +100,20 @@ pub async fn render(State(metrics): State<ApiMetrics>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, leafsync_core::metrics::CONTENT_TYPE)],
         metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_methods_share_one_label() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"XYZZY").unwrap()),
+            "other"
+        );
+    }
 }

@@ -144,6 +144,10 @@ fn only_gke_has_an_ingress_and_it_is_the_only_way_in() {
     let ingresses = kind(&gke, "Ingress");
     assert_eq!(ingresses.len(), 1);
     let spec = &ingresses[0]["spec"];
+    assert!(
+        spec["defaultBackend"].is_null(),
+        "a default backend would make /metrics, /ready and /live public"
+    );
     for path in spec["rules"][0]["http"]["paths"].as_sequence().unwrap() {
         assert_eq!(path["backend"]["service"]["name"], "consumer-api");
         assert!(
@@ -219,14 +223,26 @@ async fn probes_and_the_gke_health_check_hit_routes_the_api_serves() {
         "the API listens on its containerPort"
     );
     let job = named(&gke, "Deployment", "consumer-job");
-    let job_probe =
-        text(&job["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"]);
-    let job_router = consumer_job::metrics::router(consumer_job::JobMetrics::new());
-    let response = job_router
-        .oneshot(Request::get(job_probe).body(Body::empty()).unwrap())
+    let metrics = consumer_job::JobMetrics::new();
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let path =
+            text(&job["spec"]["template"]["spec"]["containers"][0][probe]["httpGet"]["path"]);
+        let response = consumer_job::metrics::router(metrics.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "job {probe} {path}");
+    }
+    // Readiness follows the job's state: unready while it holds the stream.
+    metrics.stalled.with_label_values(&["mongo-refused"]).set(1);
+    let path = text(
+        &job["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"],
+    );
+    let response = consumer_job::metrics::router(metrics)
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! running job, printed as figures (not a timed test). Run with `scripts/bench.sh rate`.
 //!
 //! For each rate, fresh topics (3 partitions each) and a fresh database; `BENCH_REPLICAS`
-//! jobs join one group and own their partitions before the clock starts. Event `k` is due
+//! jobs join one group, own their partitions and have had one fetch wait to settle before
+//! the clock starts; the producer is connected and knows the topics by then too. Event `k` is due
 //! at `start + k / rate` (sent late if the producer falls behind, but timed from when it
 //! was due, so a slow producer cannot hide queueing); it is applied when the jobs' count
 //! of inserted images reaches `k + 1`. Latency = applied − due, per event; backlog = due
@@ -63,6 +64,9 @@ impl Jobs {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Steady state before the clock: a partition assigned while a fetch was already
+        // waiting at the broker joins the next fetch, up to `fetch.wait.max.ms` later.
+        tokio::time::sleep(Duration::from_millis(u64::from(fetch_wait_ms) + 500)).await;
         jobs
     }
 

@@ -79,6 +79,12 @@ pub struct JobConfig {
     pub retry_base_ms: u64,
     /// Longest retry delay.
     pub retry_max_ms: u64,
+    /// Dead-letter circuit breaker: the number of most recent records it looks at.
+    pub dlq_breaker_window: usize,
+    /// When more than this share of the window would be dead-lettered, the job holds the
+    /// stream (unready, nothing committed) instead of draining the topic into the DLQ.
+    /// `1` turns the breaker off.
+    pub dlq_breaker_max_share: f64,
     /// After SIGTERM, how long the in-flight batch may take before it is abandoned
     /// (uncommitted). Keep below Kubernetes' `terminationGracePeriodSeconds`.
     pub drain_timeout_ms: u64,
@@ -115,6 +121,8 @@ impl Default for JobConfig {
             tombstone_policy: TombstonePolicy::DeadLetter,
             retry_base_ms: 100,
             retry_max_ms: 10_000,
+            dlq_breaker_window: 200,
+            dlq_breaker_max_share: 0.5,
             drain_timeout_ms: 20_000,
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9100)),
             log_format: LogFormat::Text,
@@ -161,6 +169,15 @@ impl EnvConfig for JobConfig {
         }
         if self.mongo_db.trim().is_empty() {
             return invalid("LEAFSYNC_MONGO_DB", "must not be empty");
+        }
+        if self.dlq_breaker_window == 0 {
+            return invalid("LEAFSYNC_DLQ_BREAKER_WINDOW", "must be at least 1");
+        }
+        if !(self.dlq_breaker_max_share > 0.0 && self.dlq_breaker_max_share <= 1.0) {
+            return invalid(
+                "LEAFSYNC_DLQ_BREAKER_MAX_SHARE",
+                "must be above 0 and at most 1 (1 turns the breaker off)",
+            );
         }
         leafsync_core::env::check_mongo_uri(&self.mongo_uri)?;
         let routes = self.routes()?;

@@ -1,10 +1,16 @@
 //! The job's Prometheus metrics and the small HTTP server that exposes them (`/metrics`)
-//! next to a liveness probe (`/live`). Labels are low-cardinality: plant, outcome, reason,
-//! topic/partition — never an image id.
+//! next to a liveness probe (`/live`) and a readiness probe (`/ready`). Labels are
+//! low-cardinality: plant, outcome, reason, topic/partition — never an image id.
 
 use std::net::SocketAddr;
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -39,15 +45,34 @@ pub struct JobMetrics {
     pub consumer_lag: IntGaugeVec,
     /// Partitions this replica owns after the last rebalance.
     pub assigned_partitions: IntGauge,
+    /// 1 while the job holds the stream, by reason: `mongo-refused` (MongoDB refuses
+    /// writes for a reason that is not a document's), `dead-letter-send` (the dead-letter
+    /// topic does not take records), `dead-letter-breaker` (too many dead letters). `/ready`
+    /// answers 503 while any is 1.
+    pub stalled: IntGaugeVec,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric =
-        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+/// Registers `metric` in `registry` and hands it back.
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
     registry
         .register(Box::new(metric.clone()))
         .expect("metric names are unique");
     metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels);
+    register(registry, metric.expect("valid metric definition"))
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels);
+    register(registry, metric.expect("valid metric definition"))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets));
+    register(registry, metric.expect("valid metric definition"))
 }
 
 impl Default for JobMetrics {
@@ -60,19 +85,10 @@ impl JobMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let batch_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "leafsync_job_batch_duration_seconds",
-                "Time from a batch's first record to its committed offsets.",
-            )
-            .buckets(prometheus::exponential_buckets(0.001, 2.0, 16).expect("valid buckets")),
-        )
-        .expect("valid metric definition");
-        let batch_size = Histogram::with_opts(
-            HistogramOpts::new("leafsync_job_batch_size", "Records per batch.")
-                .buckets(prometheus::exponential_buckets(1.0, 2.0, 12).expect("valid buckets")),
-        )
-        .expect("valid metric definition");
+        let r = &registry;
+        let exponential = |start, count| {
+            prometheus::exponential_buckets(start, 2.0, count).expect("valid buckets")
+        };
         let end_to_end_lag = HistogramVec::new(
             HistogramOpts::new(
                 "leafsync_job_end_to_end_lag_seconds",
@@ -82,80 +98,94 @@ impl JobMetrics {
                 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0,
             ]),
             &["plant"],
-        )
-        .expect("valid metric definition");
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "leafsync_job_consumer_lag",
-                "Messages between the committed offset and the partition's end.",
-            ),
-            &["topic", "partition"],
-        )
-        .expect("valid metric definition");
+        );
+        let stalled = gauges(
+            r,
+            "leafsync_job_stalled",
+            "1 while the job holds the stream for this reason (nothing is skipped or committed past it).",
+            &["reason"],
+        );
+        for reason in STALL_REASONS {
+            stalled.with_label_values(&[reason]).set(0);
+        }
         let assigned_partitions = IntGauge::new(
             "leafsync_job_assigned_partitions",
             "Partitions this replica owns after the last rebalance.",
-        )
-        .expect("valid metric definition");
-        for m in [
-            Box::new(assigned_partitions.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(batch_duration.clone()),
-            Box::new(batch_size.clone()),
-            Box::new(end_to_end_lag.clone()),
-            Box::new(consumer_lag.clone()),
-        ] {
-            registry.register(m).expect("metric names are unique");
-        }
+        );
         Self {
             events_consumed: counter(
-                &registry,
+                r,
                 "leafsync_job_events_consumed_total",
                 "Records received from Kafka.",
                 &["plant"],
             ),
             images: counter(
-                &registry,
+                r,
                 "leafsync_job_images_total",
                 "Images written, by outcome.",
                 &["plant", "outcome"],
             ),
             bytes_processed: counter(
-                &registry,
+                r,
                 "leafsync_job_bytes_processed_total",
                 "Bytes of record values processed.",
                 &["plant"],
             ),
             dead_lettered: counter(
-                &registry,
+                r,
                 "leafsync_job_dead_lettered_total",
                 "Records sent to the dead-letter topic.",
                 &["reason"],
             ),
             tombstones_skipped: counter(
-                &registry,
+                r,
                 "leafsync_job_tombstones_skipped_total",
                 "Tombstones skipped by policy.",
                 &["plant"],
             ),
             retries: counter(
-                &registry,
+                r,
                 "leafsync_job_retries_total",
                 "Retries of transient faults.",
                 &["operation"],
             ),
             commits: counter(
-                &registry,
+                r,
                 "leafsync_job_commits_total",
                 "Offset commits.",
                 &["result"],
             ),
-            batch_duration,
-            batch_size,
-            end_to_end_lag,
-            consumer_lag,
-            assigned_partitions,
+            batch_duration: histogram(
+                r,
+                "leafsync_job_batch_duration_seconds",
+                "Time from a batch's first record to its committed offsets.",
+                exponential(0.001, 16),
+            ),
+            batch_size: histogram(
+                r,
+                "leafsync_job_batch_size",
+                "Records per batch.",
+                exponential(1.0, 12),
+            ),
+            end_to_end_lag: register(r, end_to_end_lag.expect("valid metric definition")),
+            consumer_lag: gauges(
+                r,
+                "leafsync_job_consumer_lag",
+                "Messages between the committed offset and the partition's end.",
+                &["topic", "partition"],
+            ),
+            assigned_partitions: register(r, assigned_partitions.expect("valid metric definition")),
+            stalled,
             registry,
         }
+    }
+
+    /// The reasons the job holds the stream now (empty: ready).
+    pub fn stall_reasons(&self) -> Vec<&'static str> {
+        STALL_REASONS
+            .into_iter()
+            .filter(|r| self.stalled.with_label_values(&[r]).get() != 0)
+            .collect()
     }
 
     /// The text exposition of every metric.
@@ -164,12 +194,29 @@ impl JobMetrics {
     }
 }
 
-/// `/metrics` and `/live` over `metrics`.
+/// Why the job may hold the stream (the `reason` label of `leafsync_job_stalled`).
+pub const STALL_REASONS: [&str; 3] = ["mongo-refused", "dead-letter-send", "dead-letter-breaker"];
+
+/// `/metrics`, `/live` (the process answers) and `/ready` (503 while the job holds the
+/// stream, with the reasons) over `metrics`.
 pub fn router(metrics: JobMetrics) -> Router {
     Router::new()
         .route("/metrics", get(render))
         .route("/live", get(|| async { "ok" }))
+        .route("/ready", get(ready))
         .with_state(metrics)
+}
+
+async fn ready(State(metrics): State<JobMetrics>) -> impl IntoResponse {
+    let reasons = metrics.stall_reasons();
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stalled: {}", reasons.join(", ")),
+        )
+    }
 }
 
 async fn render(State(metrics): State<JobMetrics>) -> impl IntoResponse {

@@ -417,3 +417,57 @@ async fn pipelined_batches_keep_each_images_order_and_commit_only_what_is_durabl
     );
     job.stop().await;
 }
+
+/// A flood of poison is not the records' fault: past the breaker's share the job holds the
+/// stream, unready, instead of draining the topic into the dead-letter topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_poison_opens_the_breaker_instead_of_draining_the_topic_into_dead_letters() {
+    let w = world().await;
+    let producer = w.producer();
+    let potato = &w.plants[0];
+    let mut config = w.config();
+    config.dlq_breaker_window = 20;
+    config.dlq_breaker_max_share = 0.5;
+    config.batch_max_messages = 5;
+    let mut job = common::JobProcess::spawn(&config);
+    send_json(&producer, potato, &created(1, 1)).await;
+    eventually(60, "the job is up and ready", || async {
+        let ready = job.get("/ready").await;
+        if ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(ready)
+        }
+    })
+    .await;
+    for i in 0..60 {
+        send(&producer, potato, &format!("poison-{i}"), Some(b"not json")).await;
+    }
+    eventually(60, "the breaker opens", || async {
+        let n = job
+            .metric("leafsync_job_stalled", &[("reason", "dead-letter-breaker")])
+            .await;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(format!("stalled={n}"))
+        }
+    })
+    .await;
+    let ready = job.get("/ready").await;
+    assert!(ready.contains(" 503 "), "unready while held: {ready}");
+    assert!(ready.contains("dead-letter-breaker"), "{ready}");
+    let dead = job.metric("leafsync_job_dead_lettered_total", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        job.metric("leafsync_job_dead_lettered_total", &[]).await,
+        dead,
+        "nothing more is dead-lettered while held"
+    );
+    assert!(
+        dead <= 10,
+        "at most half the window went to the DLQ, not the flood: {dead}"
+    );
+    let (_, status) = job.terminate(std::time::Duration::from_secs(30)).await;
+    assert!(status.success());
+}

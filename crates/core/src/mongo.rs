@@ -32,6 +32,33 @@ const RETRIABLE_CODES: &[i32] = &[
     10058, // LegacyNotPrimary
 ];
 
+/// Server error codes that refuse one document for good, whatever else happens: the
+/// document fails validation, is too large, or has a field MongoDB cannot store. Only
+/// these are dead-lettered; any other refusal (credentials, roles, a full disk, a code we
+/// do not know) concerns the cluster, not the record, and holds the stream until it heals.
+const DOCUMENT_CODES: &[i32] = &[
+    2,     // BadValue
+    9,     // FailedToParse
+    14,    // TypeMismatch
+    15,    // Overflow
+    17,    // (document) CannotApplyUpdate
+    28,    // PathNotViable
+    52,    // DollarPrefixedFieldName
+    55,    // InvalidDBRef
+    56,    // NotSingleValueField
+    57,    // InvalidIdField
+    66,    // ImmutableField
+    121,   // DocumentValidationFailure
+    10334, // BSONObjectTooLarge
+    17280, // KeyTooLong
+    17419, // document too large after the update
+];
+
+/// Whether a server error code refuses one document for good (see `DOCUMENT_CODES`).
+pub fn is_document_code(code: i32) -> bool {
+    DOCUMENT_CODES.contains(&code)
+}
+
 /// The server's code for a duplicate key: with our guard filter it means "stale event".
 pub const DUPLICATE_KEY: i32 = 11000;
 
@@ -90,6 +117,17 @@ pub async fn connect(uri: &str, app_name: &str) -> Result<Client, Error> {
         .connect_timeout
         .get_or_insert(Duration::from_secs(5));
     Client::with_options(options)
+}
+
+/// The server code an error carries, if any (command, write or first bulk write error).
+pub fn error_code(err: &Error) -> Option<i32> {
+    match err.kind.as_ref() {
+        ErrorKind::Command(cmd) => Some(cmd.code),
+        ErrorKind::Write(WriteFailure::WriteError(we)) => Some(we.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(wce)) => Some(wce.code),
+        ErrorKind::BulkWrite(bw) => bw.write_errors.values().next().map(|we| we.code),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -55,7 +55,9 @@ impl FromStr for PlantType {
         PlantType::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| UnknownPlant(s.to_owned()))
+            // Echo at most 32 characters of what came: enough to spot a typo, never a
+            // whole request body reflected back.
+            .ok_or_else(|| UnknownPlant(s.chars().take(32).collect()))
     }
 }
 
@@ -77,6 +79,12 @@ mod tests {
         assert_eq!(
             "corn".parse::<PlantType>(),
             Err(UnknownPlant("corn".to_owned()))
+        );
+        let long = "x".repeat(10_000);
+        assert_eq!(
+            long.parse::<PlantType>().unwrap_err().0.len(),
+            32,
+            "an unknown plant is echoed back cut short"
         );
     }
 }

@@ -39,7 +39,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     event::{ImageChange, Version, int_bson},
-    mongo::{DUPLICATE_KEY, is_retriable, is_retriable_code},
+    mongo::{DUPLICATE_KEY, error_code, is_document_code, is_retriable, is_retriable_code},
 };
 
 /// One event to apply to one collection.
@@ -152,6 +152,15 @@ pub enum RepoError {
     /// The server's reply lacked a result for a statement (should not happen).
     #[error("mongodb reply is missing the result of statement {0}")]
     MissingResult(usize),
+    /// The server refused a statement for a reason that is not the document's (roles,
+    /// credentials, disk, an unknown code): every other statement would fare the same.
+    #[error("mongodb refused the write (code {code}), not for the document's sake: {message}")]
+    Refused {
+        /// Server error code.
+        code: i32,
+        /// Server message.
+        message: String,
+    },
 }
 
 impl RepoError {
@@ -160,6 +169,32 @@ impl RepoError {
         match self {
             RepoError::Mongo(e) => is_retriable(e),
             RepoError::TransientWrite { .. } | RepoError::MissingResult(_) => true,
+            RepoError::Refused { .. } => false,
+        }
+    }
+
+    /// Whether the failure is the documents' own (too large, invalid): retrying the same
+    /// documents cannot help, but other documents would go through. Only these lead to
+    /// dead letters; every other failure is waited out.
+    pub fn is_document_level(&self) -> bool {
+        match self {
+            RepoError::Mongo(e) => match e.kind.as_ref() {
+                // The driver refused to send it (e.g. a document over the size limit).
+                ErrorKind::InvalidArgument { .. } | ErrorKind::BsonSerialization(_) => true,
+                _ => error_code(e).is_some_and(is_document_code),
+            },
+            RepoError::TransientWrite { .. }
+            | RepoError::MissingResult(_)
+            | RepoError::Refused { .. } => false,
+        }
+    }
+
+    /// The server's error code, when the failure has one.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            RepoError::Mongo(e) => error_code(e),
+            RepoError::TransientWrite { code, .. } | RepoError::Refused { code, .. } => Some(*code),
+            RepoError::MissingResult(_) => None,
         }
     }
 }
@@ -615,18 +650,15 @@ fn rounds(writes: &[Write], live: &[bool]) -> Vec<Vec<usize>> {
 }
 
 fn statement_error(code: i32, message: &str) -> Result<WriteOutcome, RepoError> {
+    let message = message.to_owned();
     if code == DUPLICATE_KEY {
         Ok(WriteOutcome::Stale)
     } else if is_retriable_code(code) {
-        Err(RepoError::TransientWrite {
-            code,
-            message: message.to_owned(),
-        })
+        Err(RepoError::TransientWrite { code, message })
+    } else if is_document_code(code) {
+        Ok(WriteOutcome::Rejected { code, message })
     } else {
-        Ok(WriteOutcome::Rejected {
-            code,
-            message: message.to_owned(),
-        })
+        Err(RepoError::Refused { code, message })
     }
 }
 
@@ -788,5 +820,19 @@ mod tests {
                 message: "too large".to_owned()
             }
         );
+        assert_eq!(
+            statement_error(121, "validation").unwrap(),
+            WriteOutcome::Rejected {
+                code: 121,
+                message: "validation".to_owned()
+            }
+        );
+        // Not the document's fault: unauthorized, out of disk, unknown. These hold the
+        // stream (retried, never dead-lettered).
+        for code in [13, 18, 14031, 0, 999_999] {
+            let e = statement_error(code, "cluster").unwrap_err();
+            assert!(!e.is_document_level() && !e.is_retriable(), "{code}");
+            assert_eq!(e.code(), Some(code));
+        }
     }
 }

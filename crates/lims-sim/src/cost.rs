@@ -20,8 +20,8 @@ pub struct Requests {
 /// Everything the calculation uses.
 #[derive(Debug, Clone)]
 pub struct CostInputs {
-    /// The assignment's reference cluster: 3 × e2-custom-4-4096, reported at $0.42/h
-    /// (≈ $304/month) all in (shared/LIMS.md).
+    /// A 3 × e2-custom-4-4096 cluster at $0.42/h (≈ $304/month) all in: what one earlier
+    /// LIMS deployment reported (shared/LIMS.md), not the assignment's reference.
     pub reference_cluster_per_hour: f64,
     /// Nodes in it.
     pub reference_nodes: f64,
@@ -29,7 +29,7 @@ pub struct CostInputs {
     pub node_vcpu: f64,
     /// Memory per node in MiB (e2-custom-4-4096).
     pub node_mem_mib: f64,
-    /// The assignment's single node, n1-standard-4 (4 vCPU, 15 GB), on demand, us-central1
+    /// The assignment's reference cluster: one n1-standard-4 (4 vCPU, 15 GB), on demand, us-central1
     /// list price; its zonal cluster's $0.10/h management fee is covered by GKE's free tier.
     pub single_node_per_hour: f64,
     /// consumer-job (manifests/base/consumer-job.yaml).
@@ -40,8 +40,7 @@ pub struct CostInputs {
     pub api_replicas: f64,
     /// Most consumer-job replicas KEDA runs (the partition count; manifests/components/keda).
     pub max_job_replicas: f64,
-    /// The Db Synchronizer's pod. LIMS's manifests set no requests; we assume the same as
-    /// consumer-job's, so the comparison is like for like.
+    /// The Db Synchronizer's pod: LIMS's prod manifest requests 250m CPU and 128Mi.
     pub batch: Requests,
     /// The GKE Ingress's load balancer: one forwarding rule (Cloud Load Balancing list
     /// price for the first five rules).
@@ -76,7 +75,7 @@ impl Default for CostInputs {
             single_node_per_hour: 0.19,
             job: Requests {
                 cpu_m: 100.0,
-                mem_mib: 128.0,
+                mem_mib: 64.0,
             },
             api: Requests {
                 cpu_m: 50.0,
@@ -85,7 +84,7 @@ impl Default for CostInputs {
             api_replicas: 2.0,
             max_job_replicas: 3.0,
             batch: Requests {
-                cpu_m: 100.0,
+                cpu_m: 250.0,
                 mem_mib: 128.0,
             },
             forwarding_rule_per_hour: 0.025,
@@ -161,6 +160,12 @@ fn own_hardware(c: &CostInputs) -> (Vec<Row>, f64, f64) {
     (rows, hw + power + admin, admin)
 }
 
+/// `+$12` or `−$12`, rounded to whole dollars.
+fn signed_dollars(amount: f64) -> String {
+    let sign = if amount.round() < 0.0 { "−" } else { "+" };
+    format!("{sign}${:.0}", amount.abs())
+}
+
 /// The cost tables, as Markdown (what the README shows).
 pub fn render(c: &CostInputs) -> String {
     let mut s = String::new();
@@ -183,7 +188,7 @@ pub fn render(c: &CostInputs) -> String {
     let (hw_rows, hw_total, admin) = own_hardware(c);
     let mut rows: Vec<Row> = vec![
         (
-            "whole LIMS cluster, reference: 3 × e2-custom-4-4096".into(),
+            "whole LIMS cluster as one earlier deployment reported it: 3 × e2-custom-4-4096".into(),
             format!(
                 "${:.2}/h × {HOURS_PER_YEAR:.0} h",
                 c.reference_cluster_per_hour
@@ -191,7 +196,8 @@ pub fn render(c: &CostInputs) -> String {
             cluster_year,
         ),
         (
-            "whole LIMS cluster, alternative: 1 × n1-standard-4, free-tier zonal".into(),
+            "whole LIMS cluster, the assignment's reference: 1 × n1-standard-4, free-tier zonal"
+                .into(),
             format!("${:.2}/h × {HOURS_PER_YEAR:.0} h", c.single_node_per_hour),
             single_year,
         ),
@@ -240,11 +246,13 @@ pub fn render(c: &CostInputs) -> String {
     let _ = writeln!(
         s,
         "\nReplacing the batch job by the stream: ${batch:.0} → ${job:.0} a year, a difference of \
-         ${:.0}. With the consumer API and its Ingress the stream side costs ${:.0} a year, \
-         {:.1}% of the reference cluster's ${cluster_year:.0}. \
+         {}. With the consumer API and its Ingress the stream side costs ${:.0} a year, \
+         {:.1}% of the assignment's reference cluster's ${single_year:.0} \
+         ({:.1}% of the reported 3-node cluster's ${cluster_year:.0}). \
          Own hardware: ${:.0} a year (${:.0} without administration).",
-        job - batch,
+        signed_dollars(job - batch),
         job + api + lb,
+        100.0 * (job + api + lb) / single_year,
         100.0 * (job + api + lb) / cluster_year,
         hw_total,
         hw_total - admin,
@@ -259,10 +267,12 @@ mod tests {
     #[test]
     fn a_pod_costs_its_larger_share_of_a_node() {
         let c = CostInputs::default();
-        // 100m of 4 vCPU = 2.5%; 128 of 4096 MiB = 3.125%: memory decides.
-        assert!((c.share(c.job) - 0.031_25).abs() < 1e-12);
-        // $0.14/h per node × 3.125% × 8760 h = $38.33.
-        assert!((c.yearly(c.job) - 38.325).abs() < 1e-9);
+        // 100m of 4 vCPU = 2.5%; 64 of 4096 MiB = 1.5625%: CPU decides.
+        assert!((c.share(c.job) - 0.025).abs() < 1e-12);
+        // $0.14/h per node × 2.5% × 8760 h = $30.66.
+        assert!((c.yearly(c.job) - 30.66).abs() < 1e-9);
+        // The Db Synchronizer: 250m = 6.25%, 128 MiB = 3.125%: CPU decides.
+        assert!((c.share(c.batch) - 0.0625).abs() < 1e-12);
     }
 
     #[test]
@@ -270,6 +280,6 @@ mod tests {
         let text = render(&CostInputs::default());
         assert!(text.contains("| $0.42/h × 8760 h | 3679 |"), "{text}");
         assert!(text.contains("| $0.025/h × 8760 h | 219 |"), "{text}");
-        assert!(text.contains("difference of $0"), "{text}");
+        assert!(text.contains("difference of −$46"), "{text}");
     }
 }

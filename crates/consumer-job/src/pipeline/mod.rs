@@ -18,10 +18,12 @@
 //! group.
 
 mod batch;
+mod breaker;
 mod commit;
 mod write;
 
 pub use batch::{Batch, Bounds, Record, next_offsets};
+pub use breaker::Breaker;
 
 use std::{sync::Arc, time::Duration};
 
@@ -71,6 +73,7 @@ pub struct Job {
     repo: ImageRepository,
     metrics: JobMetrics,
     backoff: Backoff,
+    breaker: std::sync::Mutex<Breaker>,
 }
 
 impl Job {
@@ -88,7 +91,9 @@ impl Job {
             base: Duration::from_millis(config.retry_base_ms),
             max: Duration::from_millis(config.retry_max_ms),
         };
+        let breaker = Breaker::new(config.dlq_breaker_window, config.dlq_breaker_max_share);
         Ok(Self {
+            breaker: std::sync::Mutex::new(breaker),
             config,
             routes,
             consumer,

@@ -58,6 +58,15 @@ impl Job {
             self.record_outcome(label, w, &outcome);
         }
 
+        let admitted = self
+            .breaker
+            .lock()
+            .map_or(true, |mut b| b.admit(msgs.len(), dead.len()));
+        if !admitted {
+            return Err(self
+                .hold_for_the_breaker(msgs.len(), dead.len(), abandon)
+                .await);
+        }
         self.dead_letter(&msgs, &dead, abandon).await?;
         self.commit_batch(&msgs, abandon).await?;
         self.metrics
@@ -99,26 +108,63 @@ impl Job {
         }
     }
 
-    /// The bulk upsert with retries. A permanent whole-batch failure is narrowed down by
-    /// applying the writes one at a time, so only the culprit is rejected.
+    /// Too many dead letters: hold the batch (uncommitted, not dead-lettered) and stay
+    /// unready until shutdown; the operator looks at the records and restarts the job
+    /// (with a larger `LEAFSYNC_DLQ_BREAKER_MAX_SHARE` if they are poison indeed).
+    async fn hold_for_the_breaker(
+        &self,
+        records: usize,
+        dead: usize,
+        abandon: &CancellationToken,
+    ) -> Abandoned {
+        let stalled = self
+            .metrics
+            .stalled
+            .with_label_values(&["dead-letter-breaker"]);
+        stalled.set(1);
+        tracing::error!(
+            records,
+            dead,
+            window = self.config.dlq_breaker_window,
+            max_share = self.config.dlq_breaker_max_share,
+            "dead-letter breaker open: too many records of the last window would be dead-lettered; \
+             holding the stream (nothing dead-lettered or committed) until restarted. Inspect the \
+             records, fix their producer, or raise LEAFSYNC_DLQ_BREAKER_MAX_SHARE and restart"
+        );
+        abandon.cancelled().await;
+        Abandoned
+    }
+
+    /// The bulk upsert with retries. Every failure that is not the documents' own is
+    /// waited out, however long: transient ones quietly, others (credentials, roles, a full
+    /// disk, unknown codes) with the job unready (`mongo-refused`), since dead-lettering
+    /// the stream would not help. A document-level failure of the whole bulk is narrowed
+    /// down by applying the writes one at a time, so only the culprit is rejected.
     async fn apply(
         &self,
         writes: &[Write],
         abandon: &CancellationToken,
     ) -> Result<Vec<WriteOutcome>, Abandoned> {
+        let refused = self.metrics.stalled.with_label_values(&["mongo-refused"]);
         let result = retry(
             self.backoff,
             abandon,
             || self.repo.apply(writes),
-            RepoError::is_retriable,
-            |e, attempt, delay| self.retrying("mongo", e, attempt, delay),
+            |e: &RepoError| !e.is_document_level(),
+            |e, attempt, delay| {
+                if !e.is_retriable() {
+                    refused.set(1);
+                }
+                self.retrying("mongo", e, attempt, delay);
+            },
         )
         .await;
+        refused.set(0);
         match result {
             Ok(outcomes) => Ok(outcomes),
             Err(Gave::Abandoned) => Err(Abandoned),
             Err(Gave::Up(e)) if writes.len() == 1 => Ok(vec![WriteOutcome::Rejected {
-                code: 0,
+                code: e.code().unwrap_or(0),
                 message: e.to_string(),
             }]),
             Err(Gave::Up(e)) => {
@@ -138,6 +184,11 @@ impl Job {
         dead: &[(usize, DeadLetter)],
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
+        let unsent = self
+            .metrics
+            .stalled
+            .with_label_values(&["dead-letter-send"]);
+        let unsent = &unsent;
         let sends = dead.iter().map(|(i, letter)| async move {
             let msg = &msgs[*i];
             let sent = retry(
@@ -145,7 +196,10 @@ impl Job {
                 abandon,
                 || dlq::send(&self.producer, &self.config.dlq_topic, msg, letter),
                 |_| true,
-                |e, attempt, delay| self.retrying("dead-letter", e, attempt, delay),
+                |e, attempt, delay| {
+                    unsent.set(1);
+                    self.retrying("dead-letter", e, attempt, delay);
+                },
             )
             .await;
             match sent {
@@ -161,6 +215,8 @@ impl Job {
                 Err(_) => Err(Abandoned),
             }
         });
-        futures::future::try_join_all(sends).await.map(|_| ())
+        let result = futures::future::try_join_all(sends).await.map(|_| ());
+        unsent.set(0);
+        result
     }
 }
