@@ -3,16 +3,18 @@
 //! # Layout
 //! - [`config`]: `LEAFSYNC_*` environment → [`config::JobConfig`], validated once.
 //! - [`decode`]: one record → apply / dead-letter / skip (pure).
-//! - [`pipeline`]: [`pipeline::Job`], the batch loop: consume, bulk upsert, dead-letter,
-//!   commit; retries, drain and shutdown.
+//! - [`pipeline`]: [`pipeline::Job`], two stages side by side: fetch and decode, then
+//!   bulk upsert, dead-letter, commit; retries, the dead-letter breaker, drain and shutdown.
 //! - [`kafka`]: client settings and the rebalance/statistics context.
 //! - [`dlq`]: the dead-letter record and its headers.
 //! - [`retry`]: jittered exponential backoff that only a cancellation ends.
 //! - [`replay`]: sends dead letters back to their source topics (the `dlq-replay` binary).
+//! - [`dedupe`]: repairs duplicate ids and a non-unique `id` index (the `dedupe` binary).
 //! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
 
 pub mod config;
 pub mod decode;
+pub mod dedupe;
 pub mod dlq;
 pub mod kafka;
 pub mod metrics;

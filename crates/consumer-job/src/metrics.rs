@@ -45,7 +45,8 @@ pub struct JobMetrics {
     pub consumer_lag: IntGaugeVec,
     /// Partitions this replica owns after the last rebalance.
     pub assigned_partitions: IntGauge,
-    /// 1 while the job holds the stream, by reason: `mongo-refused` (MongoDB refuses
+    /// 1 while the job holds the stream, by reason: `index` (the unique index on `id`
+    /// cannot be built: duplicate ids, see `dedupe`), `mongo-refused` (MongoDB refuses
     /// writes for a reason that is not a document's), `dead-letter-send` (the dead-letter
     /// topic does not take records), `dead-letter-breaker` (too many dead letters). `/ready`
     /// answers 503 while any is 1.
@@ -195,7 +196,12 @@ impl JobMetrics {
 }
 
 /// Why the job may hold the stream (the `reason` label of `leafsync_job_stalled`).
-pub const STALL_REASONS: [&str; 3] = ["mongo-refused", "dead-letter-send", "dead-letter-breaker"];
+pub const STALL_REASONS: [&str; 4] = [
+    "index",
+    "mongo-refused",
+    "dead-letter-send",
+    "dead-letter-breaker",
+];
 
 /// `/metrics`, `/live` (the process answers) and `/ready` (503 while the job holds the
 /// stream, with the reasons) over `metrics`.

@@ -152,6 +152,28 @@ pub enum RepoError {
     /// The server's reply lacked a result for a statement (should not happen).
     #[error("mongodb reply is missing the result of statement {0}")]
     MissingResult(usize),
+    /// A collection already has a non-unique index on `id` (written by an earlier, index-less
+    /// writer such as the batch synchronizer): the stale guard needs a unique one.
+    #[error(
+        "collection {collection} already has an index on `id` that is not unique; the stale \
+         guard needs a unique one. Run `dedupe --apply` (in the consumer-job image, same \
+         environment) to remove duplicate ids and that index, then restart consumer-job"
+    )]
+    IndexConflict {
+        /// The collection.
+        collection: String,
+    },
+    /// A collection holds several images with one `id`, so a unique index cannot be built.
+    #[error(
+        "collection {collection} holds images with the same `id` more than once (written \
+         without a unique index), so the unique index the stale guard needs cannot be built. \
+         Run `dedupe` (in the consumer-job image, same environment) to list them and \
+         `dedupe --apply` to keep the newest of each, then restart consumer-job"
+    )]
+    DuplicateIds {
+        /// The collection.
+        collection: String,
+    },
     /// The server refused a statement for a reason that is not the document's (roles,
     /// credentials, disk, an unknown code): every other statement would fare the same.
     #[error("mongodb refused the write (code {code}), not for the document's sake: {message}")]
@@ -169,7 +191,9 @@ impl RepoError {
         match self {
             RepoError::Mongo(e) => is_retriable(e),
             RepoError::TransientWrite { .. } | RepoError::MissingResult(_) => true,
-            RepoError::Refused { .. } => false,
+            RepoError::Refused { .. }
+            | RepoError::IndexConflict { .. }
+            | RepoError::DuplicateIds { .. } => false,
         }
     }
 
@@ -185,7 +209,9 @@ impl RepoError {
             },
             RepoError::TransientWrite { .. }
             | RepoError::MissingResult(_)
-            | RepoError::Refused { .. } => false,
+            | RepoError::Refused { .. }
+            | RepoError::IndexConflict { .. }
+            | RepoError::DuplicateIds { .. } => false,
         }
     }
 
@@ -194,7 +220,9 @@ impl RepoError {
         match self {
             RepoError::Mongo(e) => error_code(e),
             RepoError::TransientWrite { code, .. } | RepoError::Refused { code, .. } => Some(*code),
-            RepoError::MissingResult(_) => None,
+            RepoError::MissingResult(_)
+            | RepoError::IndexConflict { .. }
+            | RepoError::DuplicateIds { .. } => None,
         }
     }
 }
@@ -233,7 +261,8 @@ impl ImageRepository {
     }
 
     /// Creates the unique index on `id` in each collection (a no-op when it exists).
-    /// The stale-event guard depends on it.
+    /// The stale-event guard depends on it. A non-unique index on `id`, or duplicate ids
+    /// already stored, are permanent: the errors say how to repair them (`dedupe`).
     #[tracing::instrument(skip(self), err)]
     pub async fn ensure_indexes(&self, collections: &[&str]) -> Result<(), RepoError> {
         for name in collections {
@@ -241,10 +270,20 @@ impl ImageRepository {
                 .keys(bson::doc! { "id": 1 })
                 .options(IndexOptions::builder().unique(true).build())
                 .build();
-            self.db
+            let created = self
+                .db
                 .collection::<Document>(name)
                 .create_index(index)
-                .await?;
+                .await;
+            if let Err(e) = created {
+                let collection = (*name).to_owned();
+                return Err(match error_code(&e) {
+                    // IndexOptionsConflict, IndexKeySpecsConflict: `id_1` exists, not unique.
+                    Some(85 | 86) => RepoError::IndexConflict { collection },
+                    Some(DUPLICATE_KEY) => RepoError::DuplicateIds { collection },
+                    _ => RepoError::Mongo(e),
+                });
+            }
         }
         Ok(())
     }

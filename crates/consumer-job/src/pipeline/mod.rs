@@ -122,14 +122,26 @@ impl Job {
         });
 
         let collections: Vec<&str> = self.routes.iter().map(|r| r.collection.as_str()).collect();
+        // Without the unique index the stale guard cannot work, so nothing is consumed
+        // before it exists. A permanent cause (duplicate ids, a non-unique index, no rights)
+        // holds the job unready with an error that says what to do, instead of a crash
+        // loop: `dedupe --apply` can run in the same pod, and the job goes on by itself.
+        let unindexed = self.metrics.stalled.with_label_values(&["index"]);
         let indexed = retry(
             self.backoff,
             &shutdown,
             || self.repo.ensure_indexes(&collections),
-            RepoError::is_retriable,
-            |e, attempt, delay| self.retrying("startup", e, attempt, delay),
+            |_: &RepoError| true,
+            |e, attempt, delay| {
+                if !e.is_retriable() {
+                    unindexed.set(1);
+                    tracing::error!(error = %e, "cannot create the unique index on id; holding until it can");
+                }
+                self.retrying("startup", e, attempt, delay);
+            },
         )
         .await;
+        unindexed.set(0);
         match indexed {
             Ok(()) => {}
             Err(Gave::Abandoned) => return Ok(()),
