@@ -28,8 +28,14 @@ if [[ ! -f $stamp ]] || ! cmp -s "$conf/pom.xml" "$stamp"; then
   command -v mvn >/dev/null || die "mvn (Apache Maven) is needed once to fetch Kafka's jars"
   log "installing Apache Kafka $KAFKA_VERSION from Maven Central into $home (once)"
   rm -rf "$libs"
-  mvn -q -B -Dstyle.color=never -f "$conf/pom.xml" -Dmaven.repo.local="$LEAFSYNC_CACHE_DIR/m2" \
-    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs"
+  mkdir -p "$LEAFSYNC_RUN_DIR"
+  install_log="$LEAFSYNC_RUN_DIR/kafka-install.log"
+  if ! mvn -B -Dstyle.color=never -f "$conf/pom.xml" -Dmaven.repo.local="$LEAFSYNC_CACHE_DIR/m2" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" \
+    >"$install_log" 2>&1; then
+    tail -n 30 "$install_log" >&2
+    die "fetching Kafka's jars with mvn failed (log: $install_log)"
+  fi
   cp "$conf/pom.xml" "$stamp"
 fi
 
