@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The local pipeline (README: "Run"): SecantusDB + Apache Kafka on 127.0.0.1, then
-# consumer-job, consumer-api and the LIMS simulator (cargo profile `run`: the quickest
+# consumer-job, consumer-api and the LIMS simulator (cargo profile `local`: the quickest
 # build). Prints what to try and a progress line every 5 s, with the seconds since start;
 # ctrl-c stops everything it started.
 # Data persists in .data/local between runs (delete it for a clean slate).
@@ -32,8 +32,8 @@ trap 'exit 0' INT TERM
 # and start; its output goes to a log, and a failure stops here with its tail.
 mkdir -p "$LEAFSYNC_RUN_DIR"
 build_log="$LEAFSYNC_RUN_DIR/build.log"
-log "building consumer-job, consumer-api and lims-sim (profile run; log: $build_log) while the services start"
-cargo build --profile run --locked -p consumer-job -p consumer-api -p lims-sim --bins --examples \
+log "building consumer-job, consumer-api and lims-sim (profile local; log: $build_log) while the services start"
+cargo build --profile local --locked -p consumer-job -p consumer-api -p lims-sim --bins --examples \
   >"$build_log" 2>&1 &
 build_pid=$!
 for service in mongo kafka; do
@@ -53,15 +53,15 @@ export LEAFSYNC_METRICS_ADDR="127.0.0.1:$job_port"
 export LEAFSYNC_API_ADDR="127.0.0.1:$api_port"
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 
-"$target_dir/run/consumer-job" >"$LEAFSYNC_RUN_DIR/consumer-job.log" 2>&1 &
+"$target_dir/local/consumer-job" >"$LEAFSYNC_RUN_DIR/consumer-job.log" 2>&1 &
 pids+=($!)
-"$target_dir/run/consumer-api" >"$LEAFSYNC_RUN_DIR/consumer-api.log" 2>&1 &
+"$target_dir/local/consumer-api" >"$LEAFSYNC_RUN_DIR/consumer-api.log" 2>&1 &
 pids+=($!)
 wait_port "$job_port" 30 "${pids[0]}" || die "consumer-job did not start (log: $LEAFSYNC_RUN_DIR/consumer-job.log)"
 wait_port "$api_port" 30 "${pids[1]}" || die "consumer-api did not start (log: $LEAFSYNC_RUN_DIR/consumer-api.log)"
 speedup=${LEAFSYNC_SPEEDUP:-100}
 if [[ $speedup != 0 ]]; then
-  "$target_dir/run/lims-sim" simulate --speedup "$speedup" >"$LEAFSYNC_RUN_DIR/lims-sim.log" 2>&1 &
+  "$target_dir/local/lims-sim" simulate --speedup "$speedup" >"$LEAFSYNC_RUN_DIR/lims-sim.log" 2>&1 &
   pids+=($!)
   log "LIMS simulator running at ${speedup}x LIMS's rates (log: $LEAFSYNC_RUN_DIR/lims-sim.log)"
 fi
@@ -71,7 +71,7 @@ cat <<EOT
 leafsync is running (logs in $LEAFSYNC_RUN_DIR/consumer-job.log and consumer-api.log).
 Send an event:
   echo '{"id": 1, "camera_id": 1, "data": "ffd8ffe0", "gps_coordinates": [48.47, 16.58], "created_at": "2023-10-08T15:39:49.123123", "updated_at": null, "is_active": false, "is_deleted": false, "disease": null, "percentage": null}' \\
-    | LEAFSYNC_KAFKA_BROKERS=$LEAFSYNC_KAFKA_BROKERS $target_dir/run/examples/send_event potato
+    | LEAFSYNC_KAFKA_BROKERS=$LEAFSYNC_KAFKA_BROKERS $target_dir/local/examples/send_event potato
 Read it back:
   curl -s http://127.0.0.1:$api_port/image-plant/potato/1
   curl -s http://127.0.0.1:$api_port/image-plant/potato/total
@@ -80,7 +80,7 @@ Metrics:
   curl -s http://127.0.0.1:$job_port/metrics | grep leafsync_job_images_total
   curl -s http://127.0.0.1:$api_port/metrics | grep leafsync_api_requests_total
 Compare producer and consumer DBs:
-  LEAFSYNC_MONGO_URI=$LEAFSYNC_MONGO_URI $target_dir/run/lims-sim verify
+  LEAFSYNC_MONGO_URI=$LEAFSYNC_MONGO_URI $target_dir/local/lims-sim verify
 Press ctrl-c to stop.
 EOT
 
