@@ -32,7 +32,7 @@ use leafsync_test_support::{env_or, kafka_brokers, mongo_client, mongo_uri, uniq
 use mongodb::{
     Namespace,
     bson::{Document, doc},
-    options::{IndexOptions, InsertOneModel, UpdateOneModel},
+    options::{IndexOptions, InsertOneModel, UpdateOneModel, WriteModel},
 };
 use rdkafka::{
     ClientConfig, Message,
@@ -127,59 +127,67 @@ async fn fresh_db(prefix: &str) -> (mongodb::Client, String) {
     (client, name)
 }
 
-/// 2. The bare driver: bulk upserts with a plain `{id}` filter.
-async fn db_ceiling(setup: &Setup) -> f64 {
+/// The bare driver writing the same documents in bulks of the job's batch size, each as
+/// `model` makes it; no leafsync code on the path.
+async fn bare_driver(
+    setup: &Setup,
+    label: &str,
+    model: impl Fn(Namespace, &Document) -> WriteModel,
+) -> f64 {
     let docs = documents(setup);
-    let (client, db) = fresh_db("bench_ceiling").await;
+    let (client, db) = fresh_db("bench_bare").await;
     let started = Instant::now();
     for chunk in docs.chunks(setup.batch) {
-        let models = chunk.iter().map(|(c, d)| {
-            UpdateOneModel::builder()
-                .namespace(Namespace::new(&db, COLLECTIONS[*c]))
-                .filter(doc! { "id": d.get("id").cloned().expect("id") })
-                .update(doc! { "$set": d.clone() })
-                .upsert(true)
-                .build()
-        });
+        let models = chunk
+            .iter()
+            .map(|(c, d)| model(Namespace::new(&db, COLLECTIONS[*c]), d));
         client
             .bulk_write(models)
             .ordered(false)
             .await
-            .expect("bulk upsert");
+            .expect("bulk write");
     }
     report(
-        "database ceiling: bare driver bulk upserts by {id}",
+        label,
         docs.len(),
         setup.bytes(docs.len()),
         started.elapsed(),
     )
 }
 
-/// 2b. The bare driver inserting the same documents: what a create costs at the least
-/// (the job sends creates as inserts first, so this is its true ceiling for creates).
+/// 2. The database's ceiling: bulk upserts with a plain `{id}` filter.
+async fn db_ceiling(setup: &Setup) -> f64 {
+    bare_driver(
+        setup,
+        "database ceiling: bare driver bulk upserts by {id}",
+        |ns, d| {
+            UpdateOneModel::builder()
+                .namespace(ns)
+                .filter(doc! { "id": d.get("id").cloned().expect("id") })
+                .update(doc! { "$set": d.clone() })
+                .upsert(true)
+                .build()
+                .into()
+        },
+    )
+    .await
+}
+
+/// 2b. Bulk inserts of the same documents: what a create costs at the least (the job
+/// sends creates as inserts first, so this is its true ceiling for creates).
 async fn insert_ceiling(setup: &Setup) -> f64 {
-    let docs = documents(setup);
-    let (client, db) = fresh_db("bench_insert").await;
-    let started = Instant::now();
-    for chunk in docs.chunks(setup.batch) {
-        let models = chunk.iter().map(|(c, d)| {
+    bare_driver(
+        setup,
+        "database, creates only: bare driver bulk inserts",
+        |ns, d| {
             InsertOneModel::builder()
-                .namespace(Namespace::new(&db, COLLECTIONS[*c]))
+                .namespace(ns)
                 .document(d.clone())
                 .build()
-        });
-        client
-            .bulk_write(models)
-            .ordered(false)
-            .await
-            .expect("bulk insert");
-    }
-    report(
-        "database, creates only: bare driver bulk inserts",
-        docs.len(),
-        setup.bytes(docs.len()),
-        started.elapsed(),
+                .into()
+        },
     )
+    .await
 }
 
 /// Not a ceiling: the same documents through leafsync's own write path

@@ -11,13 +11,20 @@ use leafsync_core::WritePath;
 use leafsync_test_support::{MongoProcess, create_topic, kafka_brokers};
 use serde_json::json;
 
-async fn a_mongo_outage_mid_stream_loses_and_skips_nothing(path: WritePath) {
-    let mut mongo = MongoProcess::start().await;
+/// A world whose MongoDB is a server of the test's own (it kills it), with plant topics of
+/// `partitions` partitions.
+async fn world_with_its_own_mongo(partitions: i32) -> (MongoProcess, World) {
+    let mongo = MongoProcess::start().await;
     let w = World::new(kafka_brokers(), mongo.uri());
     for topic in &w.plants {
-        create_topic(topic, 3).await;
+        create_topic(topic, partitions).await;
     }
     create_topic(&w.dlq, 1).await;
+    (mongo, w)
+}
+
+async fn a_mongo_outage_mid_stream_loses_and_skips_nothing(path: WritePath) {
+    let (mut mongo, w) = world_with_its_own_mongo(3).await;
     let mut config = w.config();
     config.mongo_write_path = path;
     let job = common::start_job(config).await;
@@ -85,12 +92,7 @@ async fn a_mongo_outage_mid_stream_loses_and_skips_nothing_with_the_update_comma
 async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound(
     path: WritePath,
 ) {
-    let mut mongo = MongoProcess::start().await;
-    let w = World::new(kafka_brokers(), mongo.uri());
-    for topic in &w.plants {
-        create_topic(topic, 3).await;
-    }
-    create_topic(&w.dlq, 1).await;
+    let (mut mongo, w) = world_with_its_own_mongo(3).await;
     let mut config = w.config();
     config.mongo_write_path = path;
     config.drain_timeout_ms = 1_000;
@@ -177,12 +179,7 @@ async fn a_job_stuck_on_a_dead_database_exits_within_the_grace_period_the_manife
         "consumer-job.yaml",
         "terminationGracePeriodSeconds",
     ));
-    let mut mongo = MongoProcess::start().await;
-    let w = World::new(kafka_brokers(), mongo.uri());
-    for topic in &w.plants {
-        create_topic(topic, 1).await;
-    }
-    create_topic(&w.dlq, 1).await;
+    let (mut mongo, w) = world_with_its_own_mongo(1).await;
     let mut config = w.config();
     config.drain_timeout_ms = manifest_number("kustomization.yaml", "LEAFSYNC_DRAIN_TIMEOUT_MS");
     let bound = config.shutdown_bound();
