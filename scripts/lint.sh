@@ -29,7 +29,7 @@ log "GitLab CI schema"
 
 rendered=$(mktemp -d)
 trap 'rm -rf "$rendered"' EXIT
-for dir in manifests/overlays/* manifests/examples/*; do
+for dir in manifests/overlays/* manifests/examples/* manifests/monitoring; do
   name=${dir//\//_}
   kubectl kustomize "$dir" >"$rendered/$name.yaml"
   # Built-in kinds are validated strictly; CRDs (ServiceMonitor, BackendConfig,

@@ -24,6 +24,12 @@ docker build -f Dockerfile.api -t leafsync/consumer-api:dev .
 
 echo "applying $overlay"
 kubectl apply -k "$overlay"
+# Scrape targets only where the Prometheus Operator's CRD exists (kube-prometheus-stack).
+if kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then
+  kubectl apply -k manifests/monitoring
+else
+  echo "no ServiceMonitor CRD yet: once kube-prometheus-stack is installed, run kubectl apply -k manifests/monitoring"
+fi
 kubectl -n "$namespace" rollout restart deployment/consumer-job deployment/consumer-api
 kubectl -n "$namespace" rollout status deployment/consumer-job --timeout=180s
 kubectl -n "$namespace" rollout status deployment/consumer-api --timeout=180s

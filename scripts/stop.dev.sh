@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 overlay=${LEAFSYNC_OVERLAY:-manifests/overlays/minikube}
 kubectl delete -k "$overlay" --ignore-not-found
+kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1 &&
+  kubectl delete -k manifests/monitoring --ignore-not-found
 echo "leafsync removed from minikube"

@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 overlay=${LEAFSYNC_OVERLAY:-manifests/overlays/gke}
 kubectl delete -k "$overlay" --ignore-not-found
+kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1 &&
+  kubectl delete -k manifests/monitoring --ignore-not-found
 echo "leafsync removed; images remain in Artifact Registry"

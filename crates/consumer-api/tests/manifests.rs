@@ -279,7 +279,8 @@ fn config_maps_hold_values_the_binaries_accept_and_the_grace_period_covers_the_d
 #[test]
 fn service_monitors_find_prometheus_and_a_named_metrics_port() {
     let gke = render("manifests/overlays/gke");
-    let monitors = kind(&gke, "ServiceMonitor");
+    let monitoring = render("manifests/monitoring");
+    let monitors = kind(&monitoring, "ServiceMonitor");
     assert_eq!(monitors.len(), 2);
     let services: HashMap<&str, &Value> = kind(&gke, "Service")
         .into_iter()
@@ -337,12 +338,43 @@ fn keda_scales_the_job_on_lag_up_to_the_partition_count_only() {
 }
 
 /// Every kustomization a user may apply: the overlays and the examples.
-const KUSTOMIZATIONS: [&str; 4] = [
+const KUSTOMIZATIONS: [&str; 5] = [
     "manifests/overlays/minikube",
     "manifests/overlays/gke",
     "manifests/examples/minikube-ingress",
     "manifests/examples/gke-keda",
+    "manifests/monitoring",
 ];
+
+#[test]
+fn the_base_and_the_minikube_overlay_need_no_custom_resource_definition() {
+    // Built into every Kubernetes; on GKE also its BackendConfig (a GKE built-in).
+    let builtin = [
+        "v1",
+        "apps/v1",
+        "policy/v1",
+        "autoscaling/v2",
+        "networking.k8s.io/v1",
+    ];
+    for dir in ["manifests/base", "manifests/overlays/minikube"] {
+        for object in render(dir) {
+            let api = text(&object["apiVersion"]);
+            assert!(
+                builtin.contains(&api),
+                "{dir}: {} {} needs {api}, which a plain cluster may lack",
+                text(&object["kind"]),
+                text(&object["metadata"]["name"])
+            );
+        }
+    }
+    for object in render("manifests/overlays/gke") {
+        let api = text(&object["apiVersion"]);
+        assert!(
+            builtin.contains(&api) || api == "cloud.google.com/v1",
+            "gke: {api}"
+        );
+    }
+}
 
 #[test]
 fn every_object_of_every_kustomization_lands_in_the_lims_namespace() {
