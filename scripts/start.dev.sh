@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deploys leafsync into a running minikube next to LIMS: builds both images inside
 # minikube's Docker daemon, applies manifests/overlays/minikube, waits for the rollout and
-# prints how to reach the API (port-forward; no Ingress needed).
+# prints how to reach the API (port-forward; no Ingress needed). Once it runs, LIMS's Db
+# Synchronizer is scaled to 0: both would write the consumer DB (stop.dev.sh says how to undo).
 # Env: LEAFSYNC_OVERLAY (manifests/overlays/minikube; e.g. manifests/examples/minikube-ingress),
 #      LEAFSYNC_API_LOCAL_PORT (8090).
 set -euo pipefail
@@ -33,6 +34,9 @@ fi
 kubectl -n "$namespace" rollout restart deployment/consumer-job deployment/consumer-api
 kubectl -n "$namespace" rollout status deployment/consumer-job --timeout=180s
 kubectl -n "$namespace" rollout status deployment/consumer-api --timeout=180s
+# shellcheck source=scripts/k8s-lib.sh
+source scripts/k8s-lib.sh
+stop_batch_synchronizer "$namespace"
 
 cat <<EOT
 leafsync is running in $namespace. Reach the API with:

@@ -3,8 +3,12 @@
 # pushes both images to the project's Artifact Registry, applies the gke overlay with
 # those images, waits for the rollout and for the Ingress address, prints the curl line.
 # Usage: scripts/start.prod.sh PROJECT_ID
+# Images are built for linux/amd64 (GKE's nodes), whatever the laptop's CPU, and tagged
+# uniquely per deploy (commit, "-dirty-TIMESTAMP" with uncommitted changes), so a
+# redeploy of work in progress is never silently the previous image. Once running, LIMS's
+# Db Synchronizer is scaled to 0: the stream replaces it (stop.prod.sh says how to undo).
 # Env: LEAFSYNC_REGION (europe-west1), LEAFSYNC_REPOSITORY (leafsync),
-#      LEAFSYNC_TAG (git short hash), LEAFSYNC_OVERLAY (manifests/overlays/gke;
+#      LEAFSYNC_TAG (see above), LEAFSYNC_OVERLAY (manifests/overlays/gke;
 #      manifests/examples/gke-keda adds KEDA scaling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +17,9 @@ project=$1
 region=${LEAFSYNC_REGION:-europe-west1}
 repository=${LEAFSYNC_REPOSITORY:-leafsync}
 tag=${LEAFSYNC_TAG:-$(git rev-parse --short HEAD)}
+if [[ -z ${LEAFSYNC_TAG:-} && -n $(git status --porcelain) ]]; then
+  tag="$tag-dirty-$(date -u +%Y%m%d%H%M%S)"
+fi
 overlay=${LEAFSYNC_OVERLAY:-manifests/overlays/gke}
 namespace=leaf-image-management-system
 registry="$region-docker.pkg.dev/$project/$repository"
@@ -23,13 +30,16 @@ done
 kubectl get namespace "$namespace" >/dev/null ||
   { echo "start.prod.sh: namespace $namespace not found in $(kubectl config current-context): deploy LIMS first" >&2; exit 1; }
 
-gcloud artifacts repositories describe "$repository" --project "$project" --location "$region" >/dev/null 2>&1 ||
+# shellcheck source=scripts/k8s-lib.sh
+source scripts/k8s-lib.sh
+gcloud services enable container.googleapis.com artifactregistry.googleapis.com --project "$project"
+gcloud artifacts repositories describe "$repository" --project "$project" --location "$region" >/dev/null ||
   gcloud artifacts repositories create "$repository" --project "$project" --location "$region" --repository-format docker
 gcloud auth configure-docker "$region-docker.pkg.dev" --quiet
 for component in job api; do
   image="$registry/consumer-$component:$tag"
   echo "building and pushing $image"
-  docker build -f "Dockerfile.$component" -t "$image" .
+  docker build --platform linux/amd64 -f "Dockerfile.$component" -t "$image" .
   docker push "$image"
 done
 
@@ -58,6 +68,7 @@ else
 fi
 kubectl -n "$namespace" rollout status deployment/consumer-job --timeout=300s
 kubectl -n "$namespace" rollout status deployment/consumer-api --timeout=300s
+stop_batch_synchronizer "$namespace"
 
 echo "waiting for the Ingress address (a new GKE load balancer takes a few minutes)"
 address=""

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Shared by the start/stop scripts that deploy to a cluster. Sourced, never run.
+
+# stop_batch_synchronizer NAMESPACE: scales LIMS's Db Synchronizer to 0 replicas. Both it
+# and consumer-job write the consumer DB; once the stream runs, the batch copy must stop.
+# Its deployment is found by name (anything containing db-synchronizer).
+stop_batch_synchronizer() {
+  local namespace=$1 deployments
+  deployments=$(kubectl -n "$namespace" get deployments -o name | grep db-synchronizer || true)
+  if [[ -z $deployments ]]; then
+    echo "no Db Synchronizer deployment found in $namespace: nothing to stop"
+    return 0
+  fi
+  for deployment in $deployments; do
+    kubectl -n "$namespace" scale "$deployment" --replicas=0
+    echo "stopped LIMS's $deployment (the stream replaces it); bring it back with: kubectl -n $namespace scale $deployment --replicas=1"
+  done
+}
+
+# batch_synchronizer_hint NAMESPACE: how to bring the Db Synchronizer back.
+batch_synchronizer_hint() {
+  local namespace=$1 deployment
+  for deployment in $(kubectl -n "$namespace" get deployments -o name | grep db-synchronizer || true); do
+    echo "LIMS's $deployment stays at 0 replicas; if no stream replaces it, bring it back: kubectl -n $namespace scale $deployment --replicas=1"
+  done
+}
