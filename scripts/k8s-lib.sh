@@ -24,3 +24,20 @@ batch_synchronizer_hint() {
     echo "LIMS's $deployment stays at 0 replicas; if no stream replaces it, bring it back: kubectl -n $namespace scale $deployment --replicas=1"
   done
 }
+
+# apply_monitoring: the ServiceMonitors, only where the Prometheus Operator's CRD exists
+# (kube-prometheus-stack); otherwise say how to add them later.
+apply_monitoring() {
+  if kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then
+    kubectl apply -k manifests/monitoring
+  else
+    echo "no ServiceMonitor CRD yet: once kube-prometheus-stack is installed, run kubectl apply -k manifests/monitoring"
+  fi
+}
+
+# delete_monitoring: removes the ServiceMonitors if the CRD (and so they) can exist.
+delete_monitoring() {
+  if kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then
+    kubectl delete -k manifests/monitoring --ignore-not-found
+  fi
+}

@@ -7,6 +7,8 @@
 #      LEAFSYNC_API_LOCAL_PORT (8090).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/k8s-lib.sh
+source scripts/k8s-lib.sh
 namespace=leaf-image-management-system
 overlay=${LEAFSYNC_OVERLAY:-manifests/overlays/minikube}
 local_port=${LEAFSYNC_API_LOCAL_PORT:-8090}
@@ -18,6 +20,10 @@ minikube status >/dev/null || { echo "start.dev.sh: minikube is not running (min
 kubectl get namespace "$namespace" >/dev/null ||
   { echo "start.dev.sh: namespace $namespace not found: deploy LIMS first" >&2; exit 1; }
 
+# The API's HPA reads CPU from metrics-server; the Ingress example needs the nginx addon.
+minikube addons enable metrics-server
+[[ $overlay == *ingress* ]] && minikube addons enable ingress
+
 echo "building images in minikube's Docker daemon"
 eval "$(minikube docker-env)"
 docker build -f Dockerfile.job -t leafsync/consumer-job:dev .
@@ -25,24 +31,26 @@ docker build -f Dockerfile.api -t leafsync/consumer-api:dev .
 
 echo "applying $overlay"
 kubectl apply -k "$overlay"
-# Scrape targets only where the Prometheus Operator's CRD exists (kube-prometheus-stack).
-if kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then
-  kubectl apply -k manifests/monitoring
-else
-  echo "no ServiceMonitor CRD yet: once kube-prometheus-stack is installed, run kubectl apply -k manifests/monitoring"
-fi
+apply_monitoring
 kubectl -n "$namespace" rollout restart deployment/consumer-job deployment/consumer-api
 kubectl -n "$namespace" rollout status deployment/consumer-job --timeout=180s
 kubectl -n "$namespace" rollout status deployment/consumer-api --timeout=180s
-# shellcheck source=scripts/k8s-lib.sh
-source scripts/k8s-lib.sh
 stop_batch_synchronizer "$namespace"
 
 cat <<EOT
-leafsync is running in $namespace. Reach the API with:
+leafsync is running in $namespace. Reach the API with a port-forward (it waits until the
+API answers /ready before the first request):
   kubectl -n $namespace port-forward service/consumer-api $local_port:80 &
+  until curl -sf http://127.0.0.1:$local_port/ready; do sleep 1; done
   curl -s http://127.0.0.1:$local_port/image-plant/potato/total
-  curl -s http://127.0.0.1:$local_port/ready
+EOT
+if [[ $overlay == *ingress* ]]; then
+  cat <<EOT
+or through the nginx Ingress, by its host name:
+  curl -s -H 'Host: leafsync.local' http://\$(minikube ip)/image-plant/potato/total
+EOT
+fi
+cat <<EOT
 Job metrics:
   kubectl -n $namespace port-forward service/consumer-job-metrics 9100:9100 &
   curl -s http://127.0.0.1:9100/metrics | grep leafsync_job_images_total

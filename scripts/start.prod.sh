@@ -60,12 +60,7 @@ images:
     newTag: "$tag"
 EOT
 kubectl apply -k "$work"
-# Scrape targets only where the Prometheus Operator's CRD exists (kube-prometheus-stack).
-if kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then
-  kubectl apply -k manifests/monitoring
-else
-  echo "no ServiceMonitor CRD yet: once kube-prometheus-stack is installed, run kubectl apply -k manifests/monitoring"
-fi
+apply_monitoring
 kubectl -n "$namespace" rollout status deployment/consumer-job --timeout=300s
 kubectl -n "$namespace" rollout status deployment/consumer-api --timeout=300s
 stop_batch_synchronizer "$namespace"

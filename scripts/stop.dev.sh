@@ -7,6 +7,5 @@ kubectl delete -k "$overlay" --ignore-not-found
 # shellcheck source=scripts/k8s-lib.sh
 source scripts/k8s-lib.sh
 batch_synchronizer_hint leaf-image-management-system
-kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1 &&
-  kubectl delete -k manifests/monitoring --ignore-not-found
+delete_monitoring
 echo "leafsync removed from minikube"

@@ -103,9 +103,10 @@ fn start_prod_enables_the_apis_builds_amd64_pushes_applies_waits_and_stops_the_b
 }
 
 #[test]
-fn start_dev_builds_in_minikube_applies_waits_and_stops_the_batch_job() {
+fn start_dev_enables_metrics_server_builds_in_minikube_applies_waits_and_stops_the_batch_job() {
     let calls = run("start.dev.sh", &[]);
-    let build = position(&calls, "docker build -f Dockerfile.job", 0);
+    let metrics_server = position(&calls, "minikube addons enable metrics-server", 0);
+    let build = position(&calls, "docker build -f Dockerfile.job", metrics_server);
     let apply = position(
         &calls,
         "kubectl apply -k manifests/overlays/minikube",
