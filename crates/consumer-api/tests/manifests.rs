@@ -391,3 +391,84 @@ fn every_object_of_every_kustomization_lands_in_the_lims_namespace() {
         }
     }
 }
+
+/// The labels a Deployment's pods carry.
+fn pod_labels(deployment: &Value) -> &serde_yaml::Mapping {
+    deployment["spec"]["template"]["metadata"]["labels"]
+        .as_mapping()
+        .expect("pod template labels")
+}
+
+#[test]
+fn every_reference_between_objects_resolves_in_every_kustomization() {
+    for dir in KUSTOMIZATIONS {
+        let objects = render(dir);
+        let deployments = kind(&objects, "Deployment");
+        let services = kind(&objects, "Service");
+        let deployment_named =
+            |name: &Value| deployments.iter().any(|d| d["metadata"]["name"] == *name);
+        for service in &services {
+            let selector = service["spec"]["selector"].as_mapping().expect("selector");
+            assert!(
+                deployments.iter().any(|d| {
+                    let labels = pod_labels(d);
+                    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                }),
+                "{dir}: Service {:?} selects no pod template",
+                service["metadata"]["name"]
+            );
+        }
+        for ingress in kind(&objects, "Ingress") {
+            for rule in ingress["spec"]["rules"].as_sequence().unwrap() {
+                for path in rule["http"]["paths"].as_sequence().unwrap() {
+                    let backend = &path["backend"]["service"];
+                    let service = services
+                        .iter()
+                        .find(|s| s["metadata"]["name"] == backend["name"])
+                        .unwrap_or_else(|| {
+                            panic!("{dir}: Ingress backend {backend:?} names no Service")
+                        });
+                    let ports = service["spec"]["ports"].as_sequence().unwrap();
+                    assert!(
+                        ports.iter().any(|p| p["name"] == backend["port"]["name"]),
+                        "{dir}: Ingress backend port {:?} is not a port of its Service",
+                        backend["port"]
+                    );
+                }
+            }
+        }
+        for hpa in kind(&objects, "HorizontalPodAutoscaler")
+            .into_iter()
+            .chain(kind(&objects, "ScaledObject"))
+        {
+            assert!(
+                deployment_named(&hpa["spec"]["scaleTargetRef"]["name"]),
+                "{dir}: {:?} scales a Deployment that is not there",
+                hpa["metadata"]["name"]
+            );
+        }
+        for service in &services {
+            let annotation = &service["metadata"]["annotations"]["cloud.google.com/backend-config"];
+            if let Some(json) = annotation.as_str() {
+                let wanted: serde_json::Value =
+                    serde_json::from_str(json).expect("JSON annotation");
+                let name = wanted["default"].as_str().expect("default BackendConfig");
+                assert!(
+                    kind(&objects, "BackendConfig")
+                        .iter()
+                        .any(|b| b["metadata"]["name"] == name),
+                    "{dir}: BackendConfig {name} is not there"
+                );
+            }
+        }
+        if dir.contains("minikube") {
+            for deployment in &deployments {
+                let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+                assert!(
+                    text(&container["image"]).ends_with(":dev"),
+                    "{dir}: minikube runs the images start.dev.sh builds"
+                );
+            }
+        }
+    }
+}
