@@ -74,7 +74,8 @@ fn sum(counter: &prometheus::IntCounterVec, labels: impl Fn(PlantType) -> Vec<St
 }
 
 /// Runs the experiment; returns the samples (the simulator's duration plus one batch
-/// interval, so the batch side's last copy is included).
+/// interval, so the batch side's last copy is included, and on a slow machine on until both
+/// sides have converged, a few batch intervals at most).
 pub async fn run(config: &ExperimentConfig) -> anyhow::Result<Vec<Sample>> {
     let client: Client =
         leafsync_core::mongo::connect(&config.mongo_uri, "lims-sim-experiment").await?;
@@ -136,9 +137,20 @@ pub async fn run(config: &ExperimentConfig) -> anyhow::Result<Vec<Sample>> {
 
     let start = tokio::time::Instant::now();
     let end = start + config.duration + batch_interval + Duration::from_secs(2);
+    // On a loaded machine the batch side's last copy may finish later: keep sampling,
+    // for at most a few more batch intervals, until both sides have converged.
+    let hard_end = end + batch_interval * 3 + Duration::from_secs(10);
     let mut ticks = tokio::time::interval(config.sample_every);
-    let mut samples = Vec::new();
-    while tokio::time::Instant::now() < end {
+    let mut samples: Vec<Sample> = Vec::new();
+    let converged = |s: &[Sample]| {
+        s.last()
+            .is_some_and(|l| l.stream_stale == 0 && l.batch_stale == 0)
+    };
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= hard_end || (now >= end && converged(&samples)) {
+            break;
+        }
         ticks.tick().await;
         let svc = |p: PlantType| vec!["db-synchronizer".to_owned(), p.as_str().to_owned()];
         samples.push(Sample {
