@@ -61,10 +61,11 @@ else
     echo "log.dirs=$data/logs"
   } >"$properties"
   if [[ ! -f $data/logs/meta.properties ]]; then
-    # A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-    kafka_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$properties" \
-      >>"$logfile" 2>&1 || die "formatting Kafka storage in $data failed (log: $logfile)"
+    if ! kafka_tool kafka.tools.StorageTool format --standalone -t "$(kraft_cluster_id)" -c "$properties" \
+      >>"$logfile" 2>&1; then
+      tail -n 20 "$logfile" >&2 || true
+      die "formatting Kafka storage in $data failed (log: $logfile)"
+    fi
   fi
   # Heap for a 2-core / 24 GiB machine that also runs the database, the job and cargo.
   nohup java -Xms256m -Xmx"${LEAFSYNC_KAFKA_HEAP:-768m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \

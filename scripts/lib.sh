@@ -27,6 +27,17 @@ export LEAFSYNC_KAFKA_CONTROLLER_PORT
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# kraft_cluster_id: a new KRaft cluster id, 16 random bytes in URL-safe base64 without
+# padding. One starting with '-' would be read as an option by Kafka's StorageTool (1 draw
+# in 64), so it draws again.
+kraft_cluster_id() {
+  local id=-
+  while [[ $id == -* ]]; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
+  printf '%s' "$id"
+}
+
 # port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
