@@ -4,6 +4,7 @@
 
 use axum::{
     Json,
+    extract::rejection::{PathRejection, QueryRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -40,6 +41,10 @@ pub enum ApiError {
     /// `random` found no image matching the filters.
     #[error("no {0} image matches the filters")]
     NoMatch(PlantType),
+    /// The path or query string could not be read at all (not UTF-8 once decoded, say):
+    /// axum's own rejection, answered in our JSON shape.
+    #[error("malformed request: {0}")]
+    Malformed(String),
     /// No route for this path.
     #[error("no such endpoint")]
     NoRoute,
@@ -62,12 +67,30 @@ impl ApiError {
             ApiError::InvalidQuery { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-query"),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
             ApiError::NoMatch(_) => (StatusCode::NOT_FOUND, "no-match"),
+            ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "no-route"),
             ApiError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database-unavailable"),
             ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         }
     }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::Malformed(truncate(&rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::Malformed(truncate(&rejection.body_text()))
+    }
+}
+
+/// What a client sent is echoed back at most this long.
+fn truncate(text: &str) -> String {
+    text.chars().take(160).collect()
 }
 
 impl IntoResponse for ApiError {

@@ -3,19 +3,18 @@
 
 use std::collections::HashMap;
 
-use axum::{
-    Json,
-    extract::{Path, Query, State},
-    http::StatusCode,
-    response::IntoResponse,
-};
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use leafsync_core::{ImageFilter, PlantType, view::image_json};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::{AppState, error::ApiError};
+use crate::{
+    AppState,
+    error::ApiError,
+    extract::{ApiPath, ApiQuery},
+};
 
-type Params = Query<HashMap<String, String>>;
+type Params = ApiQuery<HashMap<String, String>>;
 
 fn plant(raw: &str) -> Result<PlantType, ApiError> {
     Ok(raw.parse::<PlantType>()?)
@@ -77,7 +76,7 @@ fn filter(params: &HashMap<String, String>) -> Result<ImageFilter, ApiError> {
 /// `GET /image-plant/{type}/{id}`: one image as the Image API renders it.
 pub async fn get_image(
     State(state): State<AppState>,
-    Path((raw_plant, raw_id)): Path<(String, String)>,
+    ApiPath((raw_plant, raw_id)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let plant = plant(&raw_plant)?;
     let id = image_id(&raw_id)?;
@@ -90,8 +89,8 @@ pub async fn get_image(
 /// `GET /image-plant/{type}/total`: `{"total_images": N}`.
 pub async fn total(
     State(state): State<AppState>,
-    Path(raw_plant): Path<String>,
-    Query(params): Params,
+    ApiPath(raw_plant): ApiPath<String>,
+    ApiQuery(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     let plant = plant(&raw_plant)?;
     let total = state
@@ -104,8 +103,8 @@ pub async fn total(
 /// `GET /image-plant/{type}?from_id=&limit=&…`: a page by ascending id.
 pub async fn list(
     State(state): State<AppState>,
-    Path(raw_plant): Path<String>,
-    Query(params): Params,
+    ApiPath(raw_plant): ApiPath<String>,
+    ApiQuery(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     let plant = plant(&raw_plant)?;
     let filter = filter(&params)?;
@@ -126,8 +125,8 @@ pub async fn list(
 /// `GET /image-plant/{type}/random?…`: one image picked uniformly among the matches.
 pub async fn random(
     State(state): State<AppState>,
-    Path(raw_plant): Path<String>,
-    Query(params): Params,
+    ApiPath(raw_plant): ApiPath<String>,
+    ApiQuery(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     let plant = plant(&raw_plant)?;
     let filter = filter(&params)?;

@@ -209,6 +209,14 @@ async fn bad_input_is_a_4xx_that_names_the_problem() {
             "include_deleted",
         ),
         ("/nowhere", 404, "no-route", "endpoint"),
+        // Not UTF-8 once percent-decoded: axum's own rejection, in our JSON shape.
+        ("/image-plant/potato/%FF", 400, "malformed-request", "UTF-8"),
+        (
+            "/image-plant/%C3%28/total",
+            400,
+            "malformed-request",
+            "UTF-8",
+        ),
     ] {
         let (got, body) = get(&router, uri).await;
         assert_eq!(got.as_u16(), status, "{uri}: {body}");
