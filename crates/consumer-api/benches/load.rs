@@ -4,7 +4,7 @@
 //! Seeds a fresh database with LIMS-sized images through `core`, starts the release
 //! `consumer-api` binary as its own process, and drives it with a minimal HTTP/1.1
 //! keep-alive client: `BENCH_CONNECTIONS` (64) connections for `BENCH_SECONDS` (10) per
-//! endpoint. Prints requests/s and latency percentiles, the API process's peak RSS, and
+//! endpoint (list pages of 100 images with twice as many). Prints requests/s and latency percentiles, the API process's peak RSS, and
 //! the database's own latency for the same lookup at the same concurrency, so the DB
 //! stand-in's share of the API's latency is visible.
 
@@ -239,7 +239,22 @@ async fn main() {
     })
     .await;
     print("GET /image-plant/potato/total", total);
-    println!("consumer-api process: {}", peak_rss_kib(api.id()));
+    println!(
+        "consumer-api process, one-image reads: {}",
+        peak_rss_kib(api.id())
+    );
+    // Full pages (~3 MiB each) from twice the connections: the response budget, not the
+    // database's speed, bounds what the process holds.
+    let pages = http_load(port, connections * 2, duration, || {
+        let from = rand::rng().random_range(1..=IMAGES);
+        format!("/image-plant/potato?limit=100&from_id={from}")
+    })
+    .await;
+    print("GET /image-plant/potato?limit=100, 2× conns", pages);
+    println!(
+        "consumer-api process, then pages: {}",
+        peak_rss_kib(api.id())
+    );
 
     let repo = Arc::new(repo);
     for (label, conns) in [

@@ -25,6 +25,14 @@ pub struct ApiConfig {
     pub list_default_limit: u32,
     /// How long `/ready` waits for MongoDB's `ping`.
     pub ready_timeout_ms: u64,
+    /// A list page ends early (fewer than `limit` images) rather than grow past this.
+    pub page_max_bytes: usize,
+    /// Response bytes held at once by all requests (being built or sent); more wait.
+    pub max_response_bytes: usize,
+    /// TCP connections open at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A connection whose client reads nothing of its response for this long is closed.
+    pub write_timeout_ms: u64,
     /// `text` or `json` log lines.
     pub log_format: String,
 }
@@ -42,6 +50,10 @@ impl Default for ApiConfig {
             list_max_limit: 100,
             list_default_limit: 20,
             ready_timeout_ms: 1_000,
+            page_max_bytes: 4 * 1024 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
+            max_connections: 512,
+            write_timeout_ms: 10_000,
             log_format: "text".to_owned(),
         }
     }
@@ -53,7 +65,7 @@ impl EnvConfig for ApiConfig {
     /// Checks what serde cannot.
     fn validate(&self) -> Result<(), ConfigError> {
         leafsync_core::env::check_mongo_uri(&self.mongo_uri)?;
-        let checks: [(bool, &'static str, &'static str); 6] = [
+        let checks: [(bool, &'static str, &'static str); 9] = [
             (
                 !self.mongo_db.trim().is_empty(),
                 "LEAFSYNC_MONGO_DB",
@@ -80,6 +92,21 @@ impl EnvConfig for ApiConfig {
                 "must be between 1 and LEAFSYNC_LIST_MAX_LIMIT",
             ),
             (
+                self.page_max_bytes >= 64 * 1024,
+                "LEAFSYNC_PAGE_MAX_BYTES",
+                "must be at least 65536 (a few images)",
+            ),
+            (
+                self.max_response_bytes >= self.page_max_bytes,
+                "LEAFSYNC_MAX_RESPONSE_BYTES",
+                "must be at least LEAFSYNC_PAGE_MAX_BYTES",
+            ),
+            (
+                self.max_connections > 0 && self.write_timeout_ms > 0,
+                "LEAFSYNC_MAX_CONNECTIONS / LEAFSYNC_WRITE_TIMEOUT_MS",
+                "must be at least 1",
+            ),
+            (
                 matches!(self.log_format.as_str(), "text" | "json"),
                 "LEAFSYNC_LOG_FORMAT",
                 "must be text or json",
@@ -96,6 +123,11 @@ impl ApiConfig {
     /// `request_timeout_ms` as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `write_timeout_ms` as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
     }
 }
 
@@ -125,6 +157,8 @@ mod tests {
             ("LEAFSYNC_REQUEST_TIMEOUT_MS", "soon"),
             ("LEAFSYNC_MONGO_URI", "postgres://x"),
             ("LEAFSYNC_LOG_FORMAT", "xml"),
+            ("LEAFSYNC_PAGE_MAX_BYTES", "1000"),
+            ("LEAFSYNC_MAX_RESPONSE_BYTES", "70000"),
         ] {
             let err = ApiConfig::from_vars(vars(&[(var, value)]))
                 .unwrap_err()

@@ -5,20 +5,25 @@
 //! - [`config`]: `LEAFSYNC_*` environment → [`config::ApiConfig`].
 //! - [`routes`]: the handlers; parsing of path and query at the boundary.
 //! - [`error`]: [`error::ApiError`] and its single conversion into a response.
+//! - [`extract`]: `Path`/`Query` whose rejections are `ApiError`s.
+//! - [`budget`]: response bytes in flight, bounded in total.
+//! - [`listener`]: the connection cap and the write timeout.
 //! - [`metrics`]: request count and latency by matched route; `/metrics`.
 //! - [`openapi`]: the `/openapi.json` document.
 //!
 //! [`app`] builds the router (tests drive it with `oneshot`); [`serve`] runs it until the
 //! shutdown future resolves.
 
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use axum::{
     Json, Router,
@@ -27,7 +32,9 @@ use axum::{
     middleware,
     routing::{MethodRouter, get},
 };
+use budget::ResponseBudget;
 use leafsync_core::{ImageRepository, RepoError, WritePath};
+use listener::BoundedListener;
 use tokio::net::TcpListener;
 use tower::{BoxError, ServiceBuilder};
 
@@ -38,8 +45,15 @@ pub use metrics::ApiMetrics;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// The consumer DB.
+    /// The consumer DB, for data requests.
     pub repo: ImageRepository,
+    /// The consumer DB through a pool of its own, for `/ready`: requests queueing for
+    /// `repo`'s pool cannot make every replica unready at once.
+    pub ready: ImageRepository,
+    /// Response bytes held at once.
+    pub budget: ResponseBudget,
+    /// Largest list page body.
+    pub page_max_bytes: usize,
     /// Request metrics.
     pub metrics: ApiMetrics,
     /// Largest accepted `limit`.
@@ -61,22 +75,33 @@ impl FromRef<AppState> for ApiMetrics {
 }
 
 impl AppState {
-    /// State over `config`'s database. The client connects lazily: a DB that is down at
-    /// start-up makes `/ready` fail, not the process.
+    /// State over `config`'s database. The clients connect lazily: a DB that is down at
+    /// start-up makes `/ready` fail, not the process. Readiness gets a one-connection
+    /// pool of its own.
     pub async fn connect(config: &ApiConfig) -> Result<Self, RepoError> {
-        let client =
-            leafsync_core::mongo::connect(&config.mongo_uri, "leafsync-consumer-api").await?;
-        Ok(Self::new(
-            ImageRepository::new(client, &config.mongo_db, WritePath::Auto),
-            config,
-        ))
+        let uri = &config.mongo_uri;
+        let client = leafsync_core::mongo::connect(uri, "leafsync-consumer-api").await?;
+        let probe =
+            leafsync_core::mongo::connect_pool(uri, "leafsync-consumer-api-ready", 1).await?;
+        let repo = ImageRepository::new(client, &config.mongo_db, WritePath::Auto);
+        let ready = ImageRepository::new(probe, &config.mongo_db, WritePath::Auto);
+        Ok(Self::with_probe(repo, ready, config))
     }
 
-    /// State over an existing repository (tests use their own database).
+    /// State over an existing repository (tests use their own database); readiness
+    /// shares its pool.
     pub fn new(repo: ImageRepository, config: &ApiConfig) -> Self {
+        Self::with_probe(repo.clone(), repo, config)
+    }
+
+    fn with_probe(repo: ImageRepository, ready: ImageRepository, config: &ApiConfig) -> Self {
+        let metrics = ApiMetrics::new();
         Self {
-            repo,
-            metrics: ApiMetrics::new(),
+            repo: repo.with_read_time_limit(config.request_timeout()),
+            ready,
+            budget: ResponseBudget::new(config.max_response_bytes, metrics.response_bytes.clone()),
+            page_max_bytes: config.page_max_bytes,
+            metrics,
             list_max_limit: config.list_max_limit,
             list_default_limit: config.list_default_limit,
             ready_timeout: Duration::from_millis(config.ready_timeout_ms),
@@ -139,14 +164,22 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes open requests.
+/// Serves `state`'s router on `listener` until `shutdown` resolves, then finishes open
+/// requests. Connections are capped and stalled writes time out (see [`listener`]).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    state: AppState,
+    config: &ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), "consumer-api listening");
-    axum::serve(listener, router)
+    let listener = BoundedListener::new(
+        listener,
+        config.max_connections,
+        config.write_timeout(),
+        state.metrics.open_connections.clone(),
+    );
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -1,7 +1,7 @@
 //! `consumer-api` entry point: config, logging, connect, serve until SIGTERM/ctrl-c.
 
 use anyhow::Context;
-use consumer_api::{ApiConfig, AppState, app, config::EnvConfig, serve};
+use consumer_api::{ApiConfig, AppState, config::EnvConfig, serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,7 +15,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on LEAFSYNC_API_ADDR={}", config.api_addr))?;
     serve(
         listener,
-        app(state),
+        state,
+        &config,
         leafsync_core::runtime::shutdown_signal(),
     )
     .await

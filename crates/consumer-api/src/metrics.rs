@@ -9,7 +9,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The API's metrics and their registry.
 #[derive(Clone)]
@@ -17,6 +17,10 @@ pub struct ApiMetrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// Response bytes held by requests (see `budget`).
+    pub response_bytes: IntGauge,
+    /// TCP connections open (see `listener`).
+    pub open_connections: IntGauge,
 }
 
 impl Default for ApiMetrics {
@@ -46,16 +50,30 @@ impl ApiMetrics {
             &labels,
         )
         .expect("valid metric definition");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(latency.clone()))
-            .expect("unique metric");
+        let response_bytes = IntGauge::new(
+            "leafsync_api_response_bytes",
+            "Response bytes held by requests being built or sent (bounded by LEAFSYNC_MAX_RESPONSE_BYTES).",
+        )
+        .expect("valid metric definition");
+        let open_connections = IntGauge::new(
+            "leafsync_api_open_connections",
+            "TCP connections open (bounded by LEAFSYNC_MAX_CONNECTIONS).",
+        )
+        .expect("valid metric definition");
+        for metric in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(response_bytes.clone()),
+            Box::new(open_connections.clone()),
+        ] {
+            registry.register(metric).expect("unique metric");
+        }
         Self {
             registry,
             requests,
             latency,
+            response_bytes,
+            open_connections,
         }
     }
 

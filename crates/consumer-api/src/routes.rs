@@ -1,9 +1,15 @@
 //! The handlers. Path segments and query flags are parsed here, at the boundary, into
 //! `PlantType`, ids and `ImageFilter`; everything below works with types only.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, io::Write as _};
 
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use futures::TryStreamExt;
 use leafsync_core::{ImageFilter, PlantType, view::image_json};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -15,6 +21,18 @@ use crate::{
 };
 
 type Params = ApiQuery<HashMap<String, String>>;
+
+/// What a one-image request reserves of the response budget before it queries: a LIMS
+/// image is ~30 KB as JSON; a larger one waits for the rest once it is rendered.
+const IMAGE_RESERVE: usize = 64 * 1024;
+
+/// The longest end of a list page's body.
+const TAIL: usize = r#"],"total_images":4294967295}"#.len();
+
+/// One image as the JSON bytes of its Image API rendering.
+fn render(doc: &mongodb::bson::Document) -> Vec<u8> {
+    serde_json::to_vec(&image_json(doc)).expect("a JSON value always serializes")
+}
 
 fn plant(raw: &str) -> Result<PlantType, ApiError> {
     Ok(raw.parse::<PlantType>()?)
@@ -77,11 +95,12 @@ fn filter(params: &HashMap<String, String>) -> Result<ImageFilter, ApiError> {
 pub async fn get_image(
     State(state): State<AppState>,
     ApiPath((raw_plant, raw_id)): ApiPath<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let plant = plant(&raw_plant)?;
     let id = image_id(&raw_id)?;
+    let reservation = state.budget.reserve(IMAGE_RESERVE).await;
     match state.repo.find_by_id(plant.collection(), id).await? {
-        Some(doc) => Ok(Json(image_json(&doc))),
+        Some(doc) => Ok(reservation.respond(render(&doc)).await),
         None => Err(ApiError::NotFound { plant, id }),
     }
 }
@@ -100,26 +119,41 @@ pub async fn total(
     Ok(Json(json!({ "total_images": total })))
 }
 
-/// `GET /image-plant/{type}?from_id=&limit=&…`: a page by ascending id.
+/// `GET /image-plant/{type}?from_id=&limit=&…`: a page by ascending id. It holds its
+/// byte budget while it is built and sent, and ends early (fewer than `limit` images,
+/// still in id order) rather than grow past it; one image is always returned.
 pub async fn list(
     State(state): State<AppState>,
     ApiPath(raw_plant): ApiPath<String>,
     ApiQuery(params): Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let plant = plant(&raw_plant)?;
     let filter = filter(&params)?;
     let from_id = integer(&params, "from_id", 0, i64::MAX)?.unwrap_or(0);
     let limit = integer(&params, "limit", 1, i64::from(state.list_max_limit))?
         .and_then(|l| u32::try_from(l).ok())
         .unwrap_or(state.list_default_limit);
-    let docs = state
+    let reservation = state.budget.reserve(state.page_max_bytes).await;
+    let mut docs = state
         .repo
-        .list(plant.collection(), from_id, limit, filter)
+        .list_stream(plant.collection(), from_id, limit, filter)
         .await?;
-    let images: Vec<Value> = docs.iter().map(image_json).collect();
-    Ok(Json(
-        json!({ "total_images": images.len(), "image_list": images }),
-    ))
+    // The Image API's shape, keys in serde_json's order: {"image_list":[…],"total_images":N}.
+    let mut body = br#"{"image_list":["#.to_vec();
+    let mut count = 0u32;
+    while let Some(doc) = docs.try_next().await? {
+        let image = render(&doc);
+        if count > 0 && body.len() + 1 + image.len() + TAIL > state.page_max_bytes {
+            break;
+        }
+        if count > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&image);
+        count += 1;
+    }
+    write!(body, r#"],"total_images":{count}}}"#).expect("writing to a Vec cannot fail");
+    Ok(reservation.respond(body).await)
 }
 
 /// `GET /image-plant/{type}/random?…`: one image picked uniformly among the matches.
@@ -127,7 +161,7 @@ pub async fn random(
     State(state): State<AppState>,
     ApiPath(raw_plant): ApiPath<String>,
     ApiQuery(params): Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let plant = plant(&raw_plant)?;
     let filter = filter(&params)?;
     let count = state.repo.count(plant.collection(), filter).await?;
@@ -135,9 +169,10 @@ pub async fn random(
         return Err(ApiError::NoMatch(plant));
     }
     let skip = rand::rng().random_range(0..count);
+    let reservation = state.budget.reserve(IMAGE_RESERVE).await;
     // An image deleted between count and pick: the next call picks again.
     match state.repo.nth(plant.collection(), filter, skip).await? {
-        Some(doc) => Ok(Json(image_json(&doc))),
+        Some(doc) => Ok(reservation.respond(render(&doc)).await),
         None => Err(ApiError::NoMatch(plant)),
     }
 }
@@ -147,9 +182,10 @@ pub async fn live() -> impl IntoResponse {
     Json(json!({ "status": "live" }))
 }
 
-/// `GET /ready`: MongoDB answers a `ping` within the ready timeout, else 503.
+/// `GET /ready`: MongoDB answers a `ping` within the ready timeout, else 503. The ping
+/// goes through readiness's own connection, not the data requests' pool.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    match tokio::time::timeout(state.ready_timeout, state.repo.ping()).await {
+    match tokio::time::timeout(state.ready_timeout, state.ready.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: database ping failed");

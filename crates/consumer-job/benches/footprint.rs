@@ -17,8 +17,7 @@ use std::{
 };
 
 use common::{event, fresh_topics, job_config, produce};
-use leafsync_test_support::{env_or, metric_value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use leafsync_test_support::{env_or, http_get, metric_value};
 
 /// `/proc/PID/status` field in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -46,15 +45,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// The sum of a counter in the job's `/metrics` (0 while it is not up).
 async fn metric(port: u16, name: &str) -> u64 {
-    let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return 0;
-    };
-    let request = "GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n";
-    if conn.write_all(request.as_bytes()).await.is_err() {
-        return 0;
-    }
-    let mut body = String::new();
-    let _ = conn.read_to_string(&mut body).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (_, body) = http_get(addr, "/metrics").await.unwrap_or_default();
     metric_value(&body, name, &[])
 }
 

@@ -105,6 +105,19 @@ pub fn durable_write_concern() -> WriteConcern {
 /// retriable error within seconds instead of hanging a batch for the driver's default 30 s,
 /// and with [`durable_write_concern`] unless the URI chose one (`w=`, `journal=`).
 pub async fn connect(uri: &str, app_name: &str) -> Result<Client, Error> {
+    Client::with_options(options(uri, app_name).await?)
+}
+
+/// [`connect`] with a pool of its own of at most `max_pool_size` connections: a probe's
+/// path to the server that requests queueing for the main pool cannot delay.
+pub async fn connect_pool(uri: &str, app_name: &str, max_pool_size: u32) -> Result<Client, Error> {
+    let mut options = options(uri, app_name).await?;
+    options.max_pool_size = Some(max_pool_size);
+    options.min_pool_size = None;
+    Client::with_options(options)
+}
+
+async fn options(uri: &str, app_name: &str) -> Result<ClientOptions, Error> {
     let mut options = ClientOptions::parse(uri).await?;
     options.app_name = Some(app_name.to_owned());
     options
@@ -116,7 +129,7 @@ pub async fn connect(uri: &str, app_name: &str) -> Result<Client, Error> {
     options
         .connect_timeout
         .get_or_insert(Duration::from_secs(5));
-    Client::with_options(options)
+    Ok(options)
 }
 
 /// The server code an error carries, if any (command, write or first bulk write error).

@@ -28,12 +28,17 @@
 
 use std::collections::HashMap;
 
-use futures::TryStreamExt;
+use std::time::Duration;
+
+use futures::{Stream, TryStreamExt};
 use mongodb::{
     Client, Database, Namespace,
     bson::{self, Bson, Document},
     error::{Error, ErrorKind},
-    options::{FindOptions, IndexOptions, InsertOneModel, UpdateOneModel, WriteModel},
+    options::{
+        CountOptions, EstimatedDocumentCountOptions, FindOneOptions, FindOptions, IndexOptions,
+        InsertOneModel, UpdateOneModel, WriteModel,
+    },
 };
 use tokio::sync::OnceCell;
 
@@ -234,7 +239,12 @@ pub struct ImageRepository {
     db: Database,
     path: WritePath,
     use_bulk_write: std::sync::Arc<OnceCell<bool>>,
+    read_time_limit: Option<Duration>,
 }
+
+/// Documents a `find` returns per batch: bounds what the driver buffers for one cursor
+/// (a LIMS image is ~15 KB) without a round trip per document.
+const READ_BATCH: u32 = 16;
 
 impl ImageRepository {
     /// A repository over database `db_name` of `client`.
@@ -245,7 +255,16 @@ impl ImageRepository {
             db,
             path,
             use_bulk_write: std::sync::Arc::default(),
+            read_time_limit: None,
         }
+    }
+
+    /// Reads (find, count) carry `maxTimeMS = limit`: the server stops a scan nobody waits
+    /// for any more instead of finishing it after the client gave up.
+    #[must_use]
+    pub fn with_read_time_limit(mut self, limit: Duration) -> Self {
+        self.read_time_limit = Some(limit);
+        self
     }
 
     /// The database this repository reads and writes.
@@ -332,10 +351,14 @@ impl ImageRepository {
         collection: &str,
         id: i64,
     ) -> Result<Option<Document>, RepoError> {
+        let options = FindOneOptions::builder()
+            .max_time(self.read_time_limit)
+            .build();
         Ok(self
             .db
             .collection::<Document>(collection)
             .find_one(bson::doc! { "id": int_bson(id) })
+            .with_options(options)
             .await?)
     }
 
@@ -347,9 +370,18 @@ impl ImageRepository {
         let coll = self.db.collection::<Document>(collection);
         let query = filter.to_document();
         if query.is_empty() {
-            return Ok(coll.estimated_document_count().await?);
+            let options = EstimatedDocumentCountOptions::builder()
+                .max_time(self.read_time_limit)
+                .build();
+            return Ok(coll
+                .estimated_document_count()
+                .with_options(options)
+                .await?);
         }
-        Ok(coll.count_documents(query).await?)
+        let options = CountOptions::builder()
+            .max_time(self.read_time_limit)
+            .build();
+        Ok(coll.count_documents(query).with_options(options).await?)
     }
 
     /// Up to `limit` images with `id >= from_id`, by ascending id.
@@ -361,11 +393,28 @@ impl ImageRepository {
         limit: u32,
         filter: ImageFilter,
     ) -> Result<Vec<Document>, RepoError> {
+        self.list_stream(collection, from_id, limit, filter)
+            .await?
+            .try_collect()
+            .await
+    }
+
+    /// [`Self::list`] as a stream: the caller holds one batch of documents at a time and
+    /// may stop early (the API ends a page at its byte budget).
+    pub async fn list_stream(
+        &self,
+        collection: &str,
+        from_id: i64,
+        limit: u32,
+        filter: ImageFilter,
+    ) -> Result<impl Stream<Item = Result<Document, RepoError>> + Send + use<>, RepoError> {
         let mut query = filter.to_document();
         query.insert("id", bson::doc! { "$gte": int_bson(from_id) });
         let options = FindOptions::builder()
             .sort(bson::doc! { "id": 1 })
             .limit(i64::from(limit))
+            .batch_size(READ_BATCH.min(limit))
+            .max_time(self.read_time_limit)
             .build();
         let cursor = self
             .db
@@ -373,7 +422,7 @@ impl ImageRepository {
             .find(query)
             .with_options(options)
             .await?;
-        Ok(cursor.try_collect().await?)
+        Ok(cursor.map_err(RepoError::from))
     }
 
     /// The `skip`-th image (by ascending id) among those matching `filter`; the API picks
@@ -389,6 +438,7 @@ impl ImageRepository {
             .sort(bson::doc! { "id": 1 })
             .skip(skip)
             .limit(1)
+            .max_time(self.read_time_limit)
             .build();
         let mut cursor = self
             .db

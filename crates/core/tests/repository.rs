@@ -372,3 +372,64 @@ async fn successive_full_versions_of_one_image_in_a_batch_cost_one_statement() {
         "the image is exactly the newest version"
     );
 }
+
+#[tokio::test]
+async fn every_read_carries_the_time_limit_so_the_server_stops_scans_nobody_awaits() {
+    use std::sync::{Arc, Mutex};
+
+    use mongodb::event::{EventHandler, command::CommandEvent};
+
+    let seen: Arc<Mutex<Vec<Document>>> = Arc::default();
+    let mut options = mongodb::options::ClientOptions::parse(leafsync_test_support::mongo_uri())
+        .await
+        .unwrap();
+    options.command_event_handler = Some(EventHandler::callback({
+        let seen = Arc::clone(&seen);
+        move |event| {
+            if let CommandEvent::Started(started) = event {
+                seen.lock().unwrap().push(started.command);
+            }
+        }
+    }));
+    let client = mongodb::Client::with_options(options).unwrap();
+    let repo = ImageRepository::new(client, &unique_name("core"), WritePath::Auto)
+        .with_read_time_limit(std::time::Duration::from_millis(2_500));
+    repo.apply(&[write(&created(1))]).await.unwrap();
+    let active = ImageFilter {
+        is_active: Some(true),
+        ..Default::default()
+    };
+    repo.find_by_id(COLL, 1).await.unwrap();
+    repo.count(
+        COLL,
+        ImageFilter {
+            include_deleted: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    repo.count(COLL, active).await.unwrap();
+    repo.list(COLL, 0, 10, active).await.unwrap();
+    repo.nth(COLL, active, 0).await.unwrap();
+
+    let reads: Vec<Document> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            ["find", "count", "aggregate"]
+                .iter()
+                .any(|name| c.contains_key(*name))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(reads.len(), 5, "{reads:#?}");
+    for read in reads {
+        let limit = read
+            .get("maxTimeMS")
+            .and_then(Bson::as_i64)
+            .or_else(|| read.get("maxTimeMS").and_then(Bson::as_i32).map(i64::from));
+        assert_eq!(limit, Some(2_500), "{read}");
+    }
+}

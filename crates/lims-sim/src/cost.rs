@@ -79,7 +79,7 @@ impl Default for CostInputs {
             },
             api: Requests {
                 cpu_m: 50.0,
-                mem_mib: 32.0,
+                mem_mib: 64.0,
             },
             api_replicas: 2.0,
             max_job_replicas: 3.0,

@@ -360,25 +360,16 @@ impl JobProcess {
 
     /// A metric from the process's `/metrics` (0 while it is not serving yet).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        metric_value(&self.get("/metrics").await, name, labels)
+        metric_value(&self.get("/metrics").await.1, name, labels)
     }
 
-    /// The whole HTTP response (status line first) to `GET path` on the metrics port;
-    /// empty while the process is not serving.
-    pub async fn get(&self, path: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await
-        else {
-            return String::new();
-        };
-        let mut response = String::new();
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        if stream.write_all(request.as_bytes()).await.is_err()
-            || stream.read_to_string(&mut response).await.is_err()
-        {
-            return String::new();
-        }
-        response
+    /// Status and body of `GET path` on the metrics port; `(0, "")` while the process is
+    /// not serving.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
+        leafsync_test_support::http_get(addr, path)
+            .await
+            .unwrap_or_default()
     }
 }
 
