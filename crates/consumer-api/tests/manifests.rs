@@ -338,12 +338,52 @@ fn keda_scales_the_job_on_lag_up_to_the_partition_count_only() {
     );
 }
 
+#[test]
+fn the_reconcile_job_runs_the_job_image_once_with_the_jobs_configuration() {
+    let objects = render("manifests/examples/gke-reconcile");
+    let job = named(&objects, "Job", "leafsync-reconcile");
+    let deployment = named(&objects, "Deployment", "consumer-job");
+    let pod = &job["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    );
+    assert_eq!(container["command"][0], "/usr/local/bin/reconcile");
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(
+        job["spec"]["backoffLimit"], 0,
+        "exit 2 is a report, not a crash"
+    );
+    assert_eq!(
+        container["envFrom"], deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"],
+        "the same consumer DB and plants as the job"
+    );
+    let producer = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "LEAFSYNC_PRODUCER_MONGO_URI")
+        .expect("the producer DB");
+    assert!(text(&producer["value"]).contains("mongodb-producer.leaf-image-management-system"));
+    for bound in ["requests", "limits"] {
+        assert!(container["resources"][bound]["memory"].is_string());
+    }
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let dockerfile = include_str!("../../../Dockerfile.job");
+    assert!(
+        dockerfile.contains("/usr/local/bin/reconcile"),
+        "the job image ships the binary the Job runs"
+    );
+}
+
 /// Every kustomization a user may apply: the overlays and the examples.
-const KUSTOMIZATIONS: [&str; 5] = [
+const KUSTOMIZATIONS: [&str; 6] = [
     "manifests/overlays/minikube",
     "manifests/overlays/gke",
     "manifests/examples/minikube-ingress",
     "manifests/examples/gke-keda",
+    "manifests/examples/gke-reconcile",
     "manifests/monitoring",
 ];
 

@@ -13,7 +13,7 @@ use mongodb::{
     bson::{Bson, Document, doc},
 };
 
-use leafsync_core::VERSION_FIELD;
+use leafsync_core::{VERSION_FIELD, compare::id_of};
 
 /// One `id` stored more than once.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,12 +141,4 @@ pub async fn dedupe(
         }
     }
     Ok(report)
-}
-
-fn id_of(doc: &Document) -> Option<i64> {
-    match doc.get("id")? {
-        Bson::Int32(i) => Some(i64::from(*i)),
-        Bson::Int64(i) => Some(*i),
-        _ => None,
-    }
 }

@@ -10,6 +10,7 @@
 //! - [`retry`]: jittered exponential backoff that only a cancellation ends.
 //! - [`replay`]: sends dead letters back to their source topics (the `dlq-replay` binary).
 //! - [`dedupe`]: repairs duplicate ids and a non-unique `id` index (the `dedupe` binary).
+//! - [`reconcile`]: repairs a consumer DB that drifted from the producer DB (`reconcile`).
 //! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod dlq;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod reconcile;
 pub mod replay;
 pub mod retry;
 

@@ -6,11 +6,13 @@
 //! - [`env`]: typed configuration from `LEAFSYNC_*` variables, errors naming the variable.
 //! - [`event`]: the boundary parser, Kafka record value (Image API JSON) → [`event::ImageChange`].
 //! - [`view`]: the reverse direction, a stored document → the Image API's JSON shape.
+//! - [`compare`]: a producer image against its consumer copy (`reconcile`, verification).
 //! - [`repo`]: [`repo::ImageRepository`], batched order-safe upserts and the read queries.
 //! - [`metrics`]: the Prometheus text exposition both binaries serve.
 //! - [`mongo`]: connecting, and deciding which Mongo errors are worth retrying.
 //! - [`runtime`]: logging set-up and the shutdown signal both binaries share.
 
+pub mod compare;
 pub mod env;
 pub mod event;
 pub mod metrics;

@@ -1,5 +1,5 @@
-//! Producer DB vs consumer DB, document by document: the same images, the same fields,
-//! the same BSON types, the same values (`_id` aside: each DB has its own).
+//! Producer DB vs consumer DB, document by document, for the experiment: the same images,
+//! with no difference by the product's own comparison ([`leafsync_core::compare`]).
 
 use std::{collections::BTreeMap, fmt};
 
@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use leafsync_core::PlantType;
 use mongodb::{
     Database,
-    bson::{Bson, Document, doc},
+    bson::{Document, doc},
 };
 
 /// Differences found in one plant's collection.
@@ -69,49 +69,15 @@ impl fmt::Display for Report {
     }
 }
 
-/// A document's integer `id` (Int32 or Int64, as pymongo stores it).
-pub fn id_of(doc: &Document) -> Option<i64> {
-    match doc.get("id")? {
-        Bson::Int32(i) => Some(i64::from(*i)),
-        Bson::Int64(i) => Some(*i),
-        _ => None,
-    }
-}
+pub use leafsync_core::compare::{difference, id_of};
 
 async fn load(db: &Database, collection: &str) -> mongodb::error::Result<BTreeMap<i64, Document>> {
-    let cursor = db
-        .collection::<Document>(collection)
-        .find(doc! {})
-        // `_id` differs per DB; the job's microsecond version is not the producer's.
-        .projection(doc! { "_id": 0, leafsync_core::VERSION_FIELD: 0 })
-        .await?;
+    let cursor = db.collection::<Document>(collection).find(doc! {}).await?;
     let docs: Vec<Document> = cursor.try_collect().await?;
     Ok(docs
         .into_iter()
         .filter_map(|d| Some((id_of(&d)?, d)))
         .collect())
-}
-
-/// The first way two documents differ, if any.
-pub fn difference(producer: &Document, consumer: &Document) -> Option<String> {
-    for (key, value) in producer {
-        match consumer.get(key) {
-            None => return Some(format!("{key} is missing")),
-            Some(other) if other.element_type() != value.element_type() => {
-                return Some(format!(
-                    "{key} is {:?} in the consumer DB, {:?} in the producer DB",
-                    other.element_type(),
-                    value.element_type()
-                ));
-            }
-            Some(other) if other != value => return Some(format!("{key} differs")),
-            Some(_) => {}
-        }
-    }
-    consumer
-        .keys()
-        .find(|k| !producer.contains_key(k))
-        .map(|k| format!("{k} is only in the consumer DB"))
 }
 
 /// [`verify`], again every second while the databases differ, for up to `wait`: events
@@ -157,30 +123,4 @@ pub async fn verify(producer: &Database, consumer: &Database) -> mongodb::error:
         report.plants.insert(plant, r);
     }
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn types_values_and_field_sets_are_all_compared() {
-        let base = doc! { "id": 1, "updated_at": Bson::Null, "disease": "Healthy" };
-        assert_eq!(difference(&base, &base.clone()), None);
-        let as_string = doc! { "id": 1, "updated_at": "2023-10-09T19:05:14", "disease": "Healthy" };
-        assert!(
-            difference(&base, &as_string)
-                .unwrap()
-                .contains("updated_at is String")
-        );
-        let other_value = doc! { "id": 1, "updated_at": Bson::Null, "disease": "Leaf mold" };
-        assert_eq!(difference(&base, &other_value).unwrap(), "disease differs");
-        let more = doc! { "id": 1, "updated_at": Bson::Null, "disease": "Healthy", "x": 1 };
-        assert_eq!(
-            difference(&base, &more).unwrap(),
-            "x is only in the consumer DB"
-        );
-        let int64 = doc! { "id": 1_i64, "updated_at": Bson::Null, "disease": "Healthy" };
-        assert!(difference(&base, &int64).unwrap().contains("id is Int64"));
-    }
 }

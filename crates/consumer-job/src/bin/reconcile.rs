@@ -1,0 +1,169 @@
+//! `reconcile`: compares the producer DB with the consumer DB image by image and repairs
+//! the consumer's copy through the job's own write path. Thin: arguments and consumer-job's
+//! environment in, [`consumer_job::reconcile`] does the work, a summary and an exit
+//! status out.
+
+use std::{
+    io::{IsTerminal, Write as _},
+    process::ExitCode,
+};
+
+use anyhow::Context;
+use clap::Parser;
+use consumer_job::{
+    JobConfig,
+    config::EnvConfig,
+    reconcile::{Options, Summary, exit_code, reconcile},
+};
+use leafsync_core::{ImageRepository, WritePath};
+use mongodb::bson::Document;
+
+/// Brings the consumer DB in line with the producer DB: copies missing images, updates
+/// stale ones, rewrites mistyped ones, keeps images the stream made newer, reports (and
+/// with --delete-orphans deletes) images only the consumer has.
+///
+/// The consumer DB and the plants come from consumer-job's environment
+/// (LEAFSYNC_MONGO_URI, LEAFSYNC_MONGO_DB, LEAFSYNC_TOPICS).
+/// Exit status: 0 in sync after the run, 2 differences remain (or were found, with
+/// --dry-run), 1 errors.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// The producer MongoDB (LIMS's `mongodb-producer`).
+    #[arg(long, env = "LEAFSYNC_PRODUCER_MONGO_URI")]
+    producer_uri: String,
+    /// The producer database.
+    #[arg(long, default_value = "imagedbplantproducer")]
+    producer_db: String,
+    /// Only this plant (repeatable); default: every plant of LEAFSYNC_TOPICS.
+    #[arg(long)]
+    plant: Vec<String>,
+    /// Change nothing; print what would be done.
+    #[arg(long)]
+    dry_run: bool,
+    /// Delete images found only in the consumer DB (default: report them).
+    #[arg(long)]
+    delete_orphans: bool,
+    /// Producer images per page (memory is bounded by one page of each DB).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    page_size: u32,
+    /// Producer images read per second at most, so the producer DB is not swamped.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    max_per_second: u32,
+}
+
+/// A bar on a terminal, else a plain line at most every 5 s.
+struct Progress {
+    tty: bool,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn show(&mut self, plant: &str, done: u64, total: u64) {
+        let mut err = std::io::stderr();
+        if self.tty {
+            const WIDTH: usize = 30;
+            let share = (done.min(total) * 30).checked_div(total).unwrap_or(30);
+            let filled = usize::try_from(share).unwrap_or(WIDTH);
+            let bar = "#".repeat(filled) + &".".repeat(WIDTH - filled);
+            let _ = write!(err, "\r{plant:<8} [{bar}] {done}/{total} images");
+            let _ = err.flush();
+        } else if self.last.elapsed() >= std::time::Duration::from_secs(5) {
+            let _ = writeln!(err, "{plant}: {done}/{total} images checked");
+            self.last = std::time::Instant::now();
+        }
+    }
+
+    fn done(&mut self, plant: &str, done: u64) {
+        let end = if self.tty { "\r" } else { "" };
+        let _ = writeln!(
+            std::io::stderr(),
+            "{end}{plant}: {done} images checked{:20}",
+            ""
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    leafsync_core::runtime::init_tracing(false);
+    match run(&cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("reconcile failed: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<u8> {
+    let config = JobConfig::from_env().context("reconcile reads consumer-job's configuration")?;
+    let mut routes = config.routes()?;
+    if !cli.plant.is_empty() {
+        for plant in &cli.plant {
+            anyhow::ensure!(
+                routes.iter().any(|r| &r.label == plant),
+                "--plant {plant}: not one of LEAFSYNC_TOPICS' plants ({})",
+                routes
+                    .iter()
+                    .map(|r| r.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        routes.retain(|r| cli.plant.contains(&r.label));
+    }
+    let producer = leafsync_core::mongo::connect(&cli.producer_uri, "leafsync-reconcile")
+        .await
+        .context("--producer-uri")?
+        .database(&cli.producer_db);
+    let client = leafsync_core::mongo::connect(&config.mongo_uri, "leafsync-reconcile")
+        .await
+        .context("LEAFSYNC_MONGO_URI")?;
+    let consumer = ImageRepository::new(client, &config.mongo_db, WritePath::Auto);
+    let collections: Vec<&str> = routes.iter().map(|r| r.collection.as_str()).collect();
+    if !cli.dry_run {
+        // The stale guard needs the unique index; the job builds the same one.
+        consumer.ensure_indexes(&collections).await?;
+    }
+    let options = Options {
+        page_size: cli.page_size,
+        max_per_second: cli.max_per_second,
+        dry_run: cli.dry_run,
+        delete_orphans: cli.delete_orphans,
+    };
+    let mut progress = Progress {
+        tty: std::io::stderr().is_terminal(),
+        last: std::time::Instant::now(),
+    };
+    let mut plants = Vec::new();
+    for route in &routes {
+        let total = producer
+            .collection::<Document>(&route.collection)
+            .estimated_document_count()
+            .await
+            .with_context(|| format!("counting the producer's {}", route.collection))?;
+        let tally = reconcile(
+            &producer,
+            &consumer,
+            &route.collection,
+            &options,
+            &mut |done| {
+                progress.show(&route.label, done, total);
+            },
+        )
+        .await
+        .with_context(|| format!("reconciling {}", route.collection))?;
+        progress.done(&route.label, tally.checked);
+        plants.push((route.label.clone(), tally));
+    }
+    println!(
+        "{}",
+        Summary {
+            plants: &plants,
+            dry_run: cli.dry_run
+        }
+    );
+    Ok(exit_code(&plants, cli.dry_run))
+}
