@@ -117,10 +117,12 @@ async fn offset_commit_errors_are_retried_and_lose_nothing() {
     let again = w.start().await;
     produce(&w, &producer, 61..=63).await;
     assert_final_state(&w, 63).await;
-    assert_eq!(
-        again.metric("leafsync_job_images_total", &[("outcome", "updated")]),
-        3
-    );
+    // The outcome is counted just after the write the DB already shows: wait for it.
+    let updated = [("outcome", "updated")];
+    again
+        .wait_metric("leafsync_job_images_total", &updated, 3, 30)
+        .await;
+    assert_eq!(again.metric("leafsync_job_images_total", &updated), 3);
     again.stop().await;
 }
 

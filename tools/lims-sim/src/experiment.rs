@@ -9,11 +9,12 @@ use std::{fmt::Write as _, path::Path, time::Duration};
 use consumer_job::{Job, JobConfig, JobMetrics};
 use leafsync_core::PlantType;
 use mongodb::Client;
+use plotters::style::RGBColor;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     batch_sync::{self, SyncMetrics},
-    plot::{Series, line_chart_png},
+    plot::{Panel, Series, line_chart_png},
     simulator::{self, SimConfig},
     verify,
 };
@@ -99,7 +100,7 @@ pub async fn run(config: &ExperimentConfig) -> anyhow::Result<Vec<Sample>> {
         ..JobConfig::default()
     };
     for t in &topics {
-        consumer_job::kafka::ensure_topic(&job_config, t, 3).await;
+        consumer_job::kafka::ensure_topic(&config.brokers, t, 3).await;
     }
     let stop = CancellationToken::new();
     let job_metrics = JobMetrics::new();
@@ -198,58 +199,95 @@ pub fn csv(samples: &[Sample]) -> String {
     out
 }
 
-/// Writes `batch-vs-stream.csv` and `batch-vs-stream.png` (three panels: images moved,
-/// bytes moved, stale images; blue = stream, orange = batch) into `dir`.
+/// Reads back what [`csv`] wrote (to redraw a checked-in run's chart).
+pub fn parse_csv(text: &str) -> Result<Vec<Sample>, String> {
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let [t, si, sb, bi, bb, ss, bs] = f[..] else {
+                return Err(format!("expected 7 columns: {line}"));
+            };
+            let n = |v: &str| v.trim().parse::<u64>().map_err(|e| format!("{v}: {e}"));
+            Ok(Sample {
+                t: t.trim().parse().map_err(|e| format!("{t}: {e}"))?,
+                stream_images: n(si)?,
+                stream_bytes: n(sb)?,
+                batch_images: n(bi)?,
+                batch_bytes: n(bb)?,
+                stream_stale: n(ss)?,
+                batch_stale: n(bs)?,
+            })
+        })
+        .collect()
+}
+
+/// The chart of a run: images moved, MiB moved and stale images over time, stream in
+/// blue and batch in orange, as a PNG.
 #[allow(clippy::cast_precision_loss)] // plotted values
+pub fn chart(samples: &[Sample]) -> std::io::Result<Vec<u8>> {
+    let points = |f: fn(&Sample) -> f64| samples.iter().map(|s| (s.t, f(s))).collect::<Vec<_>>();
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let images = [points(|s| s.stream_images as f64), points(|s| s.batch_images as f64)];
+    let bytes = [points(|s| mib(s.stream_bytes)), points(|s| mib(s.batch_bytes))];
+    let stale = [points(|s| s.stream_stale as f64), points(|s| s.batch_stale as f64)];
+    let (blue, orange) = (RGBColor(31, 119, 180), RGBColor(255, 127, 14));
+    let panel = |title, y_label, lines: &'_ [Vec<(f64, f64)>; 2]| Panel {
+        title,
+        x_label: "time since the start (s)",
+        y_label,
+        series: vec![
+            Series {
+                name: "stream (consumer-job)",
+                points: &lines[0],
+                color: blue,
+            },
+            Series {
+                name: "batch (Db Synchronizer)",
+                points: &lines[1],
+                color: orange,
+            },
+        ],
+    };
+    let panels = [
+        panel("Images moved to the consumer DB (cumulative)", "images", &images),
+        panel("Data moved (cumulative)", "MiB", &bytes),
+        panel("Images stale in the consumer DB (missing or different)", "images", &stale),
+    ];
+    line_chart_png(&panels, 900, 280).map_err(std::io::Error::other)
+}
+
+/// Writes `batch-vs-stream.csv` and `batch-vs-stream.png` into `dir`.
 pub fn write(samples: &[Sample], dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("batch-vs-stream.csv"), csv(samples))?;
-    let col = |f: fn(&Sample) -> u64| samples.iter().map(|s| f(s) as f64).collect::<Vec<f64>>();
-    let (si, bi) = (col(|s| s.stream_images), col(|s| s.batch_images));
-    let (sb, bb) = (col(|s| s.stream_bytes), col(|s| s.batch_bytes));
-    let (ss, bs) = (col(|s| s.stream_stale), col(|s| s.batch_stale));
-    let (blue, orange) = ([31, 119, 180], [255, 127, 14]);
-    let panels = vec![
-        vec![
-            Series {
-                values: &si,
-                color: blue,
-            },
-            Series {
-                values: &bi,
-                color: orange,
-            },
-        ],
-        vec![
-            Series {
-                values: &sb,
-                color: blue,
-            },
-            Series {
-                values: &bb,
-                color: orange,
-            },
-        ],
-        vec![
-            Series {
-                values: &ss,
-                color: blue,
-            },
-            Series {
-                values: &bs,
-                color: orange,
-            },
-        ],
-    ];
-    std::fs::write(
-        dir.join("batch-vs-stream.png"),
-        line_chart_png(&panels, 900, 220),
-    )
+    std::fs::write(dir.join("batch-vs-stream.png"), chart(samples)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_csv_reads_back_as_it_was_written() {
+        let samples = vec![
+            Sample {
+                t: 1.0,
+                stream_images: 2,
+                batch_stale: 3,
+                ..Sample::default()
+            },
+            Sample {
+                t: 2.5,
+                batch_bytes: 9,
+                ..Sample::default()
+            },
+        ];
+        let back = parse_csv(&csv(&samples)).unwrap();
+        assert_eq!(csv(&back), csv(&samples));
+        assert!(parse_csv("header\n1,2,3").is_err());
+    }
 
     #[test]
     fn the_csv_has_a_header_and_one_row_per_sample() {
