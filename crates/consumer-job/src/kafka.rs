@@ -14,7 +14,7 @@ use rdkafka::{
     producer::FutureProducer,
 };
 
-use crate::{config::JobConfig, metrics::JobMetrics};
+use crate::{config::KafkaSettings, metrics::JobMetrics};
 
 /// The consumer's context: rebalance hooks and statistics.
 pub struct JobContext {
@@ -102,32 +102,26 @@ fn describe(tpl: &TopicPartitionList) -> String {
 /// The consumer's settings: manual offset store and commit, earliest reset (a new group
 /// first copies what is already in the topics, as the batch synchronizer's first run
 /// does), bounded prefetch.
-pub fn consumer_config(config: &JobConfig) -> ClientConfig {
+pub fn consumer_config(config: &KafkaSettings) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
-        .set("bootstrap.servers", &config.kafka_brokers)
-        .set("group.id", &config.kafka_group_id)
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
         .set("client.id", "leafsync-consumer-job")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set(
-            "session.timeout.ms",
-            config.kafka_session_timeout_ms.to_string(),
-        )
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
             "statistics.interval.ms",
-            config.kafka_statistics_interval_ms.to_string(),
+            config.statistics_interval_ms.to_string(),
         )
         .set(
             "queued.max.messages.kbytes",
-            config.kafka_queued_max_kbytes.to_string(),
+            config.queued_max_kbytes.to_string(),
         )
-        .set(
-            "fetch.wait.max.ms",
-            config.kafka_fetch_wait_max_ms.to_string(),
-        )
+        .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
         // Once the prefetch bound is reached librdkafka pauses a partition's fetching for
         // this long (1 s by default): with a small bound that idled the writer for most of
         // a backlog drain. Refill as soon as the job has taken records.
@@ -142,7 +136,7 @@ pub fn consumer_config(config: &JobConfig) -> ClientConfig {
 
 /// The stream consumer over [`consumer_config`].
 pub fn consumer(
-    config: &JobConfig,
+    config: &KafkaSettings,
     metrics: JobMetrics,
 ) -> KafkaResult<StreamConsumer<JobContext>> {
     consumer_config(config).create_with_context(JobContext { metrics })
@@ -150,15 +144,16 @@ pub fn consumer(
 
 /// The dead-letter producer: waits for all in-sync replicas, fails a send after 30 s so
 /// the job's own retry loop (with backoff and shutdown awareness) takes over.
-pub fn producer(config: &JobConfig) -> KafkaResult<FutureProducer> {
+/// Its size limit leaves room for any record up to `max_event_bytes` plus our headers.
+pub fn producer(brokers: &str, max_event_bytes: usize) -> KafkaResult<FutureProducer> {
     ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("bootstrap.servers", brokers)
         .set("client.id", "leafsync-consumer-job-dlq")
         .set("acks", "all")
         .set("message.timeout.ms", "30000")
         .set(
             "message.max.bytes",
-            (config.max_event_bytes.max(1_000_000) + 64 * 1024).to_string(),
+            (max_event_bytes.max(1_000_000) + 64 * 1024).to_string(),
         )
         .set_log_level(RDKafkaLogLevel::Warning)
         .create()
@@ -166,9 +161,9 @@ pub fn producer(config: &JobConfig) -> KafkaResult<FutureProducer> {
 
 /// Creates the dead-letter topic if the broker lacks it (a broker without auto-creation
 /// would otherwise make every dead letter wait forever). Failure is only a warning.
-pub async fn ensure_topic(config: &JobConfig, topic: &str, partitions: i32) {
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) {
     let admin: KafkaResult<AdminClient<DefaultClientContext>> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("bootstrap.servers", brokers)
         .create();
     let admin = match admin {
         Ok(admin) => admin,
@@ -202,6 +197,7 @@ pub async fn ensure_topic(config: &JobConfig, topic: &str, partitions: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::JobConfig;
 
     #[test]
     fn offsets_move_only_by_hand_and_prefetch_is_bounded_by_config() {
@@ -209,7 +205,7 @@ mod tests {
             kafka_queued_max_kbytes: 4096,
             ..JobConfig::default()
         };
-        let client = consumer_config(&config);
+        let client = consumer_config(&config.kafka());
         assert_eq!(client.get("enable.auto.commit"), Some("false"));
         assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(client.get("auto.offset.reset"), Some("earliest"));
@@ -221,7 +217,7 @@ mod tests {
 
     #[test]
     fn partitions_are_spread_round_robin_so_one_partition_topics_reach_every_replica() {
-        let client = consumer_config(&JobConfig::default());
+        let client = consumer_config(&JobConfig::default().kafka());
         assert_eq!(
             client.get("partition.assignment.strategy"),
             Some("roundrobin,range")

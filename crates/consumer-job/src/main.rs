@@ -1,11 +1,7 @@
 //! `consumer-job` entry point: logging, config, build, run until SIGTERM/ctrl-c.
 
 use anyhow::Context;
-use consumer_job::{
-    Job, JobConfig, JobMetrics,
-    config::{EnvConfig, LogFormat},
-    metrics,
-};
+use consumer_job::{Job, JobConfig, JobMetrics, config::EnvConfig, metrics};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -18,7 +14,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let config = JobConfig::from_env().context("consumer-job cannot start")?;
-    leafsync_core::runtime::init_tracing(config.log_format == LogFormat::Json);
+    leafsync_core::runtime::init_tracing(config.log_format);
 
     let metrics = JobMetrics::new();
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)

@@ -76,6 +76,65 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
     register(registry, metric.expect("valid metric definition"))
 }
 
+/// The counters, in [`JobMetrics`]'s field order: name, help, labels.
+const COUNTERS: [(&str, &str, &[&str]); 7] = [
+    (
+        "leafsync_job_events_consumed_total",
+        "Records received from Kafka.",
+        &["plant"],
+    ),
+    (
+        "leafsync_job_images_total",
+        "Images written, by outcome.",
+        &["plant", "outcome"],
+    ),
+    (
+        "leafsync_job_bytes_processed_total",
+        "Bytes of record values processed.",
+        &["plant"],
+    ),
+    (
+        "leafsync_job_dead_lettered_total",
+        "Records sent to the dead-letter topic.",
+        &["reason"],
+    ),
+    (
+        "leafsync_job_tombstones_skipped_total",
+        "Tombstones skipped by policy.",
+        &["plant"],
+    ),
+    (
+        "leafsync_job_retries_total",
+        "Retries of transient faults.",
+        &["operation"],
+    ),
+    ("leafsync_job_commits_total", "Offset commits.", &["result"]),
+];
+const STALLED: (&str, &str) = (
+    "leafsync_job_stalled",
+    "1 while the job holds the stream for this reason (nothing is skipped or committed past it).",
+);
+const END_TO_END_LAG: (&str, &str) = (
+    "leafsync_job_end_to_end_lag_seconds",
+    "Age of an event (now - updated_at, else created_at) when it reaches the consumer DB.",
+);
+const LAG_BUCKETS: [f64; 15] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+const BATCH_DURATION: (&str, &str) = (
+    "leafsync_job_batch_duration_seconds",
+    "Time from a batch's first record to its committed offsets.",
+);
+const BATCH_SIZE: (&str, &str) = ("leafsync_job_batch_size", "Records per batch.");
+const CONSUMER_LAG: (&str, &str) = (
+    "leafsync_job_consumer_lag",
+    "Messages between the committed offset and the partition's end.",
+);
+const ASSIGNED: (&str, &str) = (
+    "leafsync_job_assigned_partitions",
+    "Partitions this replica owns after the last rebalance.",
+);
+
 impl Default for JobMetrics {
     fn default() -> Self {
         Self::new()
@@ -87,95 +146,47 @@ impl JobMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
-        let exponential = |start, count| {
-            prometheus::exponential_buckets(start, 2.0, count).expect("valid buckets")
-        };
-        let end_to_end_lag = HistogramVec::new(
-            HistogramOpts::new(
-                "leafsync_job_end_to_end_lag_seconds",
-                "Age of an event (now - updated_at, else created_at) when it reaches the consumer DB.",
-            )
-            .buckets(vec![
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0,
-            ]),
-            &["plant"],
-        );
-        let stalled = gauges(
-            r,
-            "leafsync_job_stalled",
-            "1 while the job holds the stream for this reason (nothing is skipped or committed past it).",
-            &["reason"],
-        );
+        let [
+            events_consumed,
+            images,
+            bytes_processed,
+            dead_lettered,
+            tombstones_skipped,
+            retries,
+            commits,
+        ] = COUNTERS.map(|(name, help, labels)| counter(r, name, help, labels));
+        let stalled = gauges(r, STALLED.0, STALLED.1, &["reason"]);
         for reason in STALL_REASONS {
             stalled.with_label_values(&[reason]).set(0);
         }
-        let assigned_partitions = IntGauge::new(
-            "leafsync_job_assigned_partitions",
-            "Partitions this replica owns after the last rebalance.",
+        let end_to_end_lag = HistogramVec::new(
+            HistogramOpts::new(END_TO_END_LAG.0, END_TO_END_LAG.1).buckets(LAG_BUCKETS.to_vec()),
+            &["plant"],
         );
+        let exponential = |start, count| {
+            prometheus::exponential_buckets(start, 2.0, count).expect("valid buckets")
+        };
         Self {
-            events_consumed: counter(
-                r,
-                "leafsync_job_events_consumed_total",
-                "Records received from Kafka.",
-                &["plant"],
-            ),
-            images: counter(
-                r,
-                "leafsync_job_images_total",
-                "Images written, by outcome.",
-                &["plant", "outcome"],
-            ),
-            bytes_processed: counter(
-                r,
-                "leafsync_job_bytes_processed_total",
-                "Bytes of record values processed.",
-                &["plant"],
-            ),
-            dead_lettered: counter(
-                r,
-                "leafsync_job_dead_lettered_total",
-                "Records sent to the dead-letter topic.",
-                &["reason"],
-            ),
-            tombstones_skipped: counter(
-                r,
-                "leafsync_job_tombstones_skipped_total",
-                "Tombstones skipped by policy.",
-                &["plant"],
-            ),
-            retries: counter(
-                r,
-                "leafsync_job_retries_total",
-                "Retries of transient faults.",
-                &["operation"],
-            ),
-            commits: counter(
-                r,
-                "leafsync_job_commits_total",
-                "Offset commits.",
-                &["result"],
-            ),
+            events_consumed,
+            images,
+            bytes_processed,
+            dead_lettered,
+            tombstones_skipped,
+            retries,
+            commits,
             batch_duration: histogram(
                 r,
-                "leafsync_job_batch_duration_seconds",
-                "Time from a batch's first record to its committed offsets.",
+                BATCH_DURATION.0,
+                BATCH_DURATION.1,
                 exponential(0.001, 16),
             ),
-            batch_size: histogram(
-                r,
-                "leafsync_job_batch_size",
-                "Records per batch.",
-                exponential(1.0, 12),
-            ),
+            batch_size: histogram(r, BATCH_SIZE.0, BATCH_SIZE.1, exponential(1.0, 12)),
             end_to_end_lag: register(r, end_to_end_lag.expect("valid metric definition")),
-            consumer_lag: gauges(
+            consumer_lag: gauges(r, CONSUMER_LAG.0, CONSUMER_LAG.1, &["topic", "partition"]),
+            assigned_partitions: register(
                 r,
-                "leafsync_job_consumer_lag",
-                "Messages between the committed offset and the partition's end.",
-                &["topic", "partition"],
+                IntGauge::new(ASSIGNED.0, ASSIGNED.1).expect("valid metric definition"),
             ),
-            assigned_partitions: register(r, assigned_partitions.expect("valid metric definition")),
             stalled,
             registry,
         }

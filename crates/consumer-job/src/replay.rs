@@ -16,8 +16,8 @@ use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
     error::KafkaError,
-    message::{Header, Headers, OwnedHeaders, OwnedMessage},
-    producer::{FutureProducer, FutureRecord},
+    message::{Headers, OwnedMessage},
+    producer::FutureProducer,
 };
 
 use crate::dlq::header;
@@ -298,23 +298,7 @@ async fn produce(
         message.partition(),
         message.offset()
     );
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = message.headers() {
-        for h in original.iter().filter(|h| !h.key.starts_with("leafsync-")) {
-            headers = headers.insert(h);
-        }
-    }
-    headers = headers.insert(Header {
-        key: REPLAYED_FROM,
-        value: Some(origin.as_str()),
-    });
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-    if let Some(key) = message.key() {
-        record = record.key(key);
-    }
-    if let Some(value) = message.payload() {
-        record = record.payload(value);
-    }
+    let record = crate::dlq::resend(topic, message, &[(REPLAYED_FROM, origin.as_str())], false);
     let delivery = producer
         .send(record, TIMEOUT)
         .await

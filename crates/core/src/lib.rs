@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`plant`]: the three plant types and their LIMS collection names.
 //! - [`env`]: typed configuration from `LEAFSYNC_*` variables, errors naming the variable.
+//! - [`id`]: [`id::ImageId`], the one "non-negative integer" rule for image ids.
 //! - [`event`]: the boundary parser, Kafka record value (Image API JSON) → [`event::ImageChange`].
 //! - [`view`]: the reverse direction, a stored document → the Image API's JSON shape.
 //! - [`compare`]: a producer image against its consumer copy (`reconcile`, verification).
@@ -15,6 +16,7 @@
 pub mod compare;
 pub mod env;
 pub mod event;
+pub mod id;
 pub mod metrics;
 pub mod mongo;
 pub mod plant;
@@ -23,8 +25,13 @@ pub mod runtime;
 pub mod view;
 
 pub use event::{EventError, ImageChange, VERSION_FIELD, Version};
+pub use id::{ImageId, InvalidImageId};
 pub use plant::{PlantType, UnknownPlant};
 pub use repo::{ImageFilter, ImageRepository, RepoError, Write, WriteOutcome, WritePath};
 
 /// The consumer database LIMS's Db Synchronizer writes to, and so do we.
 pub const CONSUMER_DB: &str = "imagedbplantconsumer";
+
+/// LIMS's consumer MongoDB inside the cluster: both binaries' default `LEAFSYNC_MONGO_URI`.
+pub const CONSUMER_MONGO_URI: &str =
+    "mongodb://mongodb-consumer.leaf-image-management-system.svc.cluster.local:27017";

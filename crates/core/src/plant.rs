@@ -3,6 +3,8 @@
 
 use std::{fmt, str::FromStr};
 
+use serde::{Deserialize, Deserializer, de};
+
 /// One of the three plants LIMS photographs; each has its own topic and collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PlantType {
@@ -61,6 +63,13 @@ impl FromStr for PlantType {
     }
 }
 
+impl<'de> Deserialize<'de> for PlantType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +80,14 @@ mod tests {
             assert_eq!(plant.as_str().parse::<PlantType>(), Ok(plant));
             assert!(plant.collection().ends_with(plant.as_str()));
         }
+    }
+
+    #[test]
+    fn plants_deserialize_from_their_names() {
+        let plant: PlantType = serde_json::from_str(r#""tomato""#).unwrap();
+        assert_eq!(plant, PlantType::Tomato);
+        let err = serde_json::from_str::<PlantType>(r#""corn""#).unwrap_err();
+        assert!(err.to_string().contains("unknown plant type"), "{err}");
     }
 
     #[test]

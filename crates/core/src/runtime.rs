@@ -1,14 +1,26 @@
 //! What both binaries do the same way at the edges of their life: set up logging and wait
 //! for the one shutdown signal (ctrl-c or SIGTERM, which Kubernetes sends).
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Log output format (`LEAFSYNC_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
 
 /// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), output is
 /// human-readable text or one JSON object per line.
-pub fn init_tracing(json: bool) {
+pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
-    if json {
+    if format == LogFormat::Json {
         registry
             .with(fmt::layer().json().flatten_event(true))
             .init();

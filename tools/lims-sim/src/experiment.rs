@@ -223,37 +223,57 @@ pub fn parse_csv(text: &str) -> Result<Vec<Sample>, String> {
         .collect()
 }
 
-/// The chart of a run: images moved, MiB moved and stale images over time, stream in
-/// blue and batch in orange, as a PNG.
 #[allow(clippy::cast_precision_loss)] // plotted values
-pub fn chart(samples: &[Sample]) -> std::io::Result<Vec<u8>> {
-    let points = |f: fn(&Sample) -> f64| samples.iter().map(|s| (s.t, f(s))).collect::<Vec<_>>();
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let images = [points(|s| s.stream_images as f64), points(|s| s.batch_images as f64)];
-    let bytes = [points(|s| mib(s.stream_bytes)), points(|s| mib(s.batch_bytes))];
-    let stale = [points(|s| s.stream_stale as f64), points(|s| s.batch_stale as f64)];
-    let (blue, orange) = (RGBColor(31, 119, 180), RGBColor(255, 127, 14));
-    let panel = |title, y_label, lines: &'_ [Vec<(f64, f64)>; 2]| Panel {
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// One panel of the chart: stream in blue, batch in orange.
+fn panel<'a>(title: &'a str, y_label: &'a str, lines: &'a [Vec<(f64, f64)>; 2]) -> Panel<'a> {
+    let series = |name, points, color| Series {
+        name,
+        points,
+        color,
+    };
+    Panel {
         title,
         x_label: "time since the start (s)",
         y_label,
         series: vec![
-            Series {
-                name: "stream (consumer-job)",
-                points: &lines[0],
-                color: blue,
-            },
-            Series {
-                name: "batch (Db Synchronizer)",
-                points: &lines[1],
-                color: orange,
-            },
+            series("stream (consumer-job)", &lines[0], RGBColor(31, 119, 180)),
+            series("batch (Db Synchronizer)", &lines[1], RGBColor(255, 127, 14)),
         ],
-    };
+    }
+}
+
+/// The chart of a run: images moved, MiB moved and stale images over time, as a PNG.
+#[allow(clippy::cast_precision_loss)] // plotted values
+pub fn chart(samples: &[Sample]) -> std::io::Result<Vec<u8>> {
+    let points = |f: fn(&Sample) -> f64| samples.iter().map(|s| (s.t, f(s))).collect::<Vec<_>>();
+    let images = [
+        points(|s| s.stream_images as f64),
+        points(|s| s.batch_images as f64),
+    ];
+    let bytes = [
+        points(|s| mib(s.stream_bytes)),
+        points(|s| mib(s.batch_bytes)),
+    ];
+    let stale = [
+        points(|s| s.stream_stale as f64),
+        points(|s| s.batch_stale as f64),
+    ];
     let panels = [
-        panel("Images moved to the consumer DB (cumulative)", "images", &images),
+        panel(
+            "Images moved to the consumer DB (cumulative)",
+            "images",
+            &images,
+        ),
         panel("Data moved (cumulative)", "MiB", &bytes),
-        panel("Images stale in the consumer DB (missing or different)", "images", &stale),
+        panel(
+            "Images stale in the consumer DB (missing or different)",
+            "images",
+            &stale,
+        ),
     ];
     line_chart_png(&panels, 900, 280).map_err(std::io::Error::other)
 }

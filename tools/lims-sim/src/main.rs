@@ -147,7 +147,11 @@ struct BatchSyncArgs {
 
 impl BatchSyncArgs {
     /// Once, or every interval with the gauges served at /metrics.
-    async fn run(self, client: &mongodb::Client, producer_db: &mongodb::Database) -> anyhow::Result<()> {
+    async fn run(
+        self,
+        client: &mongodb::Client,
+        producer_db: &mongodb::Database,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.interval_seconds > 0.0,
             "--interval-seconds must be positive"
@@ -230,7 +234,11 @@ struct VerifyArgs {
 
 impl VerifyArgs {
     /// Prints the report; `false` when the databases differ.
-    async fn run(self, client: &mongodb::Client, producer_db: &mongodb::Database) -> anyhow::Result<bool> {
+    async fn run(
+        self,
+        client: &mongodb::Client,
+        producer_db: &mongodb::Database,
+    ) -> anyhow::Result<bool> {
         let report = verify::verify_within(
             producer_db,
             &client.database(&self.consumer_db),

@@ -79,8 +79,13 @@ fn draw(
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        // Whole numbers where the scale allows: "200", not "200.0".
+        let decimals = usize::from(y_max <= 10.0);
+        let y_format = |y: &f64| format!("{y:.decimals$}");
         chart
             .configure_mesh()
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&y_format)
             .x_desc(panel.x_label)
             .y_desc(panel.y_label)
             .label_style((FAMILY, 12))

@@ -75,11 +75,15 @@ impl Progress {
     }
 
     fn done(&mut self, plant: &str, done: u64) {
-        let end = if self.tty { "\r" } else { "" };
+        // On a terminal, over the bar (spaces wipe what is left of it).
+        let (start, wipe) = if self.tty {
+            ("\r", " ".repeat(20))
+        } else {
+            ("", String::new())
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "{end}{plant}: {done} images checked{:20}",
-            ""
+            "{start}{plant}: {done} images checked{wipe}"
         );
     }
 }
@@ -87,7 +91,7 @@ impl Progress {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    leafsync_core::runtime::init_tracing(false);
+    leafsync_core::runtime::init_tracing(leafsync_core::runtime::LogFormat::Text);
     match run(&cli).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -85,8 +85,8 @@ impl Job {
             .await
             .map_err(RepoError::from)?;
         let repo = ImageRepository::new(client, &config.mongo_db, config.mongo_write_path);
-        let consumer = Arc::new(kafka::consumer(&config, metrics.clone())?);
-        let producer = kafka::producer(&config)?;
+        let consumer = Arc::new(kafka::consumer(&config.kafka(), metrics.clone())?);
+        let producer = kafka::producer(&config.kafka_brokers, config.max_event_bytes)?;
         let backoff = Backoff {
             base: Duration::from_millis(config.retry_base_ms),
             max: Duration::from_millis(config.retry_max_ms),
@@ -147,7 +147,7 @@ impl Job {
             Err(Gave::Abandoned) => return Ok(()),
             Err(Gave::Up(e)) => return Err(e.into()),
         }
-        kafka::ensure_topic(&self.config, &self.config.dlq_topic, 1).await;
+        kafka::ensure_topic(&self.config.kafka_brokers, &self.config.dlq_topic, 1).await;
         let topics: Vec<&str> = self.routes.iter().map(|r| r.topic.as_str()).collect();
         self.consumer.subscribe(&topics)?;
         tracing::info!(?topics, group = %self.config.kafka_group_id, "consuming");

@@ -11,9 +11,15 @@
 //! is Binary subtype 0, dates are BSON Date (UTC, millisecond precision), floats are
 //! Double, nulls stay null, unknown fields are kept (as extended JSON would decode them).
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use mongodb::bson::{self, Bson, Document, spec::BinarySubtype};
-use serde_json::{Map, Number, Value};
+mod fields;
+
+use mongodb::bson::{self, Bson, Document};
+use serde_json::{Map, Value};
+
+use fields::{
+    bson_date, extra_field, nullable, number_to_f64, parse_coordinates, parse_date, parse_hex,
+    parse_id, parse_int, wrong_type,
+};
 
 /// One event, ready to be written: which image, what to `$set`, and how it is ordered.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,143 +226,10 @@ pub fn int_bson(value: i64) -> Bson {
     i32::try_from(value).map_or(Bson::Int64(value), Bson::Int32)
 }
 
-fn nullable(
-    value: Value,
-    parse: impl FnOnce(Value) -> Result<Bson, EventError>,
-) -> Result<Bson, EventError> {
-    match value {
-        Value::Null => Ok(Bson::Null),
-        other => parse(other),
-    }
-}
-
-fn parse_id(value: &Value) -> Result<i64, EventError> {
-    let id = parse_int("id", value).map_err(|_| EventError::InvalidId(brief(value)))?;
-    if id < 0 {
-        return Err(EventError::InvalidId(brief(value)));
-    }
-    Ok(id)
-}
-
-/// Integers as JSON numbers, integral floats (`3.0`) and decimal strings (`"3"`) are taken:
-/// be liberal in what you accept, as long as the meaning is unambiguous.
-fn parse_int(field: &str, value: &Value) -> Result<i64, EventError> {
-    let parsed = match value {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| {
-                    #[allow(clippy::cast_possible_truncation)] // integral and in range
-                    let i = f as i64;
-                    i
-                })
-        }),
-        Value::String(s) => s.trim().parse::<i64>().ok(),
-        _ => None,
-    };
-    parsed.ok_or_else(|| wrong_type(field, "an integer", value))
-}
-
-fn parse_hex(value: Value) -> Result<Bson, EventError> {
-    let Value::String(text) = value else {
-        return Err(wrong_type("data", "a hex string", &value));
-    };
-    let digits = text.strip_prefix("0x").unwrap_or(&text);
-    let bytes = hex::decode(digits).map_err(|e| EventError::InvalidHex {
-        field: "data",
-        detail: e.to_string(),
-    })?;
-    Ok(Bson::Binary(bson::Binary {
-        subtype: BinarySubtype::Generic,
-        bytes,
-    }))
-}
-
-fn parse_coordinates(value: Value) -> Result<Bson, EventError> {
-    let Value::Array(items) = value else {
-        return Err(wrong_type("gps_coordinates", "an array of numbers", &value));
-    };
-    items
-        .into_iter()
-        .map(|item| match item {
-            Value::Number(n) => Ok(Bson::Double(number_to_f64(&n))),
-            other => Err(wrong_type("gps_coordinates", "an array of numbers", &other)),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Bson::Array)
-}
-
-/// A BSON date (milliseconds, truncated as pymongo does) from microseconds since the epoch.
-fn bson_date(micros: i64) -> bson::DateTime {
-    bson::DateTime::from_millis(micros.div_euclid(1000))
-}
-
-/// Naive ISO strings (what Python's `datetime.isoformat()` gives) are UTC; strings with an
-/// offset or `Z` are converted to UTC. The result is microseconds since the epoch (Python's
-/// precision); [`bson_date`] truncates it to what a BSON date holds.
-fn parse_date(field: &'static str, value: &Value) -> Result<i64, EventError> {
-    let Value::String(text) = value else {
-        return Err(wrong_type(field, "an ISO-8601 date-time string", value));
-    };
-    let text = text.trim();
-    let utc = DateTime::parse_from_rfc3339(text)
-        .map(|dt| dt.with_timezone(&Utc))
-        .or_else(|_| {
-            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-                .iter()
-                .find_map(|fmt| NaiveDateTime::parse_from_str(text, fmt).ok())
-                .map(|naive| naive.and_utc())
-                .ok_or(())
-        })
-        .map_err(|()| EventError::InvalidDate {
-            field,
-            value: text.chars().take(64).collect(),
-        })?;
-    Ok(utc.timestamp_micros())
-}
-
-fn extra_field(key: &str, value: Value) -> Result<Bson, EventError> {
-    if key.is_empty() || key.starts_with('$') || key.contains('.') || key.contains('\0') {
-        return Err(EventError::InvalidFieldName(key.chars().take(64).collect()));
-    }
-    // Integers keep pymongo's Int32/Int64 choice; everything else as extended JSON decodes.
-    if let Value::Number(n) = &value {
-        if let Some(i) = n.as_i64() {
-            return Ok(int_bson(i));
-        }
-    }
-    Bson::try_from(value).map_err(|e| EventError::WrongType {
-        field: key.chars().take(64).collect(),
-        expected: "a value MongoDB can store",
-        got: e.to_string(),
-    })
-}
-
-fn number_to_f64(n: &Number) -> f64 {
-    // serde_json numbers without arbitrary precision always have an f64 view.
-    n.as_f64().unwrap_or(f64::NAN)
-}
-
-fn wrong_type(field: &str, expected: &'static str, got: &Value) -> EventError {
-    EventError::WrongType {
-        field: field.to_owned(),
-        expected,
-        got: brief(got),
-    }
-}
-
-fn brief(value: &Value) -> String {
-    let text = value.to_string();
-    if text.chars().count() > 64 {
-        format!("{}…", text.chars().take(64).collect::<String>())
-    } else {
-        text
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mongodb::bson::spec::BinarySubtype;
     use serde_json::json;
 
     fn change(value: &Value) -> Result<ImageChange, EventError> {
