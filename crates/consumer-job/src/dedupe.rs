@@ -13,7 +13,10 @@ use mongodb::{
     bson::{Bson, Document, doc},
 };
 
-use leafsync_core::{VERSION_FIELD, compare::id_of};
+use leafsync_core::{
+    VERSION_FIELD,
+    compare::{id_of, updated_millis},
+};
 
 /// One `id` stored more than once.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,9 +61,7 @@ pub struct Report {
 /// How new a stored copy is: its microsecond version, else its `updated_at`, then `_id`.
 fn newness(doc: &Document) -> (i64, i64, Bson) {
     let micros = doc.get_i64(VERSION_FIELD).unwrap_or(i64::MIN);
-    let millis = doc
-        .get_datetime("updated_at")
-        .map_or(i64::MIN, |d| d.timestamp_millis());
+    let millis = updated_millis(doc).unwrap_or(i64::MIN);
     (
         micros,
         millis,

@@ -4,7 +4,9 @@
 //! with it, and the simulator's verification reports with it, so the two never disagree
 //! about what "in sync" means.
 
-use mongodb::bson::{Bson, Document};
+use std::fmt;
+
+use mongodb::bson::{Bson, Document, spec::ElementType};
 
 use crate::VERSION_FIELD;
 
@@ -21,26 +23,64 @@ fn compared(key: &str) -> bool {
     key != "_id" && key != VERSION_FIELD
 }
 
+/// The first way a consumer copy differs from the producer's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Difference {
+    /// A field of the producer's image is not in the copy.
+    Missing(String),
+    /// A field has another BSON type in the copy (a hex string for `data`, …).
+    Type {
+        /// The field.
+        key: String,
+        /// Its type in the consumer DB.
+        consumer: ElementType,
+        /// Its type in the producer DB.
+        producer: ElementType,
+    },
+    /// A field has another value.
+    Value(String),
+    /// A field only the copy has.
+    Extra(String),
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Difference::Missing(key) => write!(f, "{key} is missing"),
+            Difference::Type {
+                key,
+                consumer,
+                producer,
+            } => write!(
+                f,
+                "{key} is {consumer:?} in the consumer DB, {producer:?} in the producer DB"
+            ),
+            Difference::Value(key) => write!(f, "{key} differs"),
+            Difference::Extra(key) => write!(f, "{key} is only in the consumer DB"),
+        }
+    }
+}
+
 /// The first way the consumer's copy differs from the producer's image, if any.
-pub fn difference(producer: &Document, consumer: &Document) -> Option<String> {
+pub fn difference(producer: &Document, consumer: &Document) -> Option<Difference> {
     for (key, value) in producer.iter().filter(|(k, _)| compared(k)) {
         match consumer.get(key) {
-            None => return Some(format!("{key} is missing")),
+            None => return Some(Difference::Missing(key.clone())),
             Some(other) if other.element_type() != value.element_type() => {
-                return Some(format!(
-                    "{key} is {:?} in the consumer DB, {:?} in the producer DB",
-                    other.element_type(),
-                    value.element_type()
-                ));
+                return Some(Difference::Type {
+                    key: key.clone(),
+                    consumer: other.element_type(),
+                    producer: value.element_type(),
+                });
             }
-            Some(other) if other != value => return Some(format!("{key} differs")),
+            Some(other) if other != value => return Some(Difference::Value(key.clone())),
             Some(_) => {}
         }
     }
     consumer
         .keys()
         .find(|k| compared(k) && !producer.contains_key(*k))
-        .map(|k| format!("{k} is only in the consumer DB"))
+        .map(|k| Difference::Extra(k.clone()))
 }
 
 /// Where an image stands between the two DBs.
@@ -51,17 +91,17 @@ pub enum Verdict {
     /// Only in the producer DB.
     Missing,
     /// The consumer holds an older version, or the same version with other values.
-    Stale(String),
+    Stale(Difference),
     /// The consumer holds a field with another BSON type (a hex string for `data`, an ISO
     /// string for a date), at a version not newer than the producer's.
-    Mistyped(String),
+    Mistyped(Difference),
     /// The consumer's `updated_at` is later than the producer's: the stream got there
     /// first. Kept.
     ConsumerNewer,
 }
 
 /// A stored `updated_at` as milliseconds, when it is a BSON Date.
-fn updated_millis(doc: &Document) -> Option<i64> {
+pub fn updated_millis(doc: &Document) -> Option<i64> {
     match doc.get("updated_at") {
         Some(Bson::DateTime(at)) => Some(at.timestamp_millis()),
         _ => None,
@@ -83,7 +123,7 @@ pub fn classify(producer: &Document, consumer: Option<&Document>) -> Verdict {
     };
     if newer {
         Verdict::ConsumerNewer
-    } else if why.contains(" in the consumer DB, ") {
+    } else if matches!(why, Difference::Type { .. }) {
         Verdict::Mistyped(why)
     } else {
         Verdict::Stale(why)
@@ -104,17 +144,26 @@ mod tests {
         assert!(
             difference(&base, &as_string)
                 .unwrap()
+                .to_string()
                 .contains("updated_at is String")
         );
         let other_value = doc! { "id": 1, "updated_at": Bson::Null, "disease": "Leaf mold" };
-        assert_eq!(difference(&base, &other_value).unwrap(), "disease differs");
+        assert_eq!(
+            difference(&base, &other_value).unwrap().to_string(),
+            "disease differs"
+        );
         let more = doc! { "id": 1, "updated_at": Bson::Null, "disease": "Healthy", "x": 1 };
         assert_eq!(
-            difference(&base, &more).unwrap(),
+            difference(&base, &more).unwrap().to_string(),
             "x is only in the consumer DB"
         );
         let int64 = doc! { "id": 1_i64, "updated_at": Bson::Null, "disease": "Healthy" };
-        assert!(difference(&base, &int64).unwrap().contains("id is Int64"));
+        assert!(
+            difference(&base, &int64)
+                .unwrap()
+                .to_string()
+                .contains("id is Int64")
+        );
         let own = doc! { "_id": 7, "id": 1, "updated_at": Bson::Null, "disease": "Healthy", VERSION_FIELD: 5_i64 };
         assert_eq!(
             difference(&base, &own),

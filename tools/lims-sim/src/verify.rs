@@ -114,7 +114,7 @@ pub async fn verify(producer: &Database, consumer: &Database) -> mongodb::error:
                 None => r.missing.push(*id),
                 Some(cd) => {
                     if let Some(why) = difference(pd, cd) {
-                        r.different.push((*id, why));
+                        r.different.push((*id, why.to_string()));
                     }
                 }
             }
