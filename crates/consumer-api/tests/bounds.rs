@@ -216,13 +216,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_bytes_are_freed() {
 #[tokio::test]
 async fn readiness_answers_while_data_requests_queue_for_the_pool() {
     let (_, db) = seed(1, 1).await;
-    let upstream: SocketAddr = mongo_uri()
-        .trim_start_matches("mongodb://")
-        .split(['/', '?'])
-        .next()
-        .unwrap()
-        .parse()
-        .expect("LEAFSYNC_TEST_MONGO_URI is host:port");
+    let upstream = leafsync_test_support::mongo_addr();
     // Every answer takes 100 ms; the data pool has one connection.
     let proxy = latency_proxy(upstream, Duration::from_millis(100)).await;
     let config = ApiConfig {

@@ -247,13 +247,7 @@ async fn a_run_beside_the_job_applying_newer_events_never_moves_an_image_back() 
     // reconcile reaches the consumer DB through a proxy that holds every answer 200 ms:
     // between its read of a page and its writes, the job lands newer versions of the
     // same ids, which the stale guard must keep.
-    let upstream = mongo_uri()
-        .trim_start_matches("mongodb://")
-        .split(['/', '?'])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let upstream = leafsync_test_support::mongo_addr();
     let proxy = leafsync_test_support::latency_proxy(upstream, Duration::from_millis(200)).await;
     let slow = mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{proxy}"))
         .await

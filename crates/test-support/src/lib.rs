@@ -72,6 +72,17 @@ pub fn mongo_uri() -> String {
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
 }
 
+/// The address in [`mongo_uri`] (`mongodb://host:port/…`, one host), e.g. for a
+/// [`latency_proxy`] in front of the test server.
+pub fn mongo_addr() -> std::net::SocketAddr {
+    mongo_uri()
+        .trim_start_matches("mongodb://")
+        .split(['/', '?'])
+        .next()
+        .and_then(|host| host.parse().ok())
+        .expect("LEAFSYNC_TEST_MONGO_URI is mongodb://IP:PORT")
+}
+
 /// The Kafka broker the tests use.
 pub fn kafka_brokers() -> String {
     std::env::var("LEAFSYNC_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
