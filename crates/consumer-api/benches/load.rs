@@ -42,7 +42,7 @@ async fn seed(db: &str) -> ImageRepository {
                 "is_active": id % 2 == 0, "is_deleted": false, "disease": null, "percentage": null,
             });
             Write {
-                collection: "imagecolplantpotato".to_owned(),
+                collection: leafsync_core::PlantType::Potato.into(),
                 change: ImageChange::from_json_slice(event.to_string().as_bytes()).expect("event"),
             }
         })

@@ -60,8 +60,11 @@ impl Default for ApiConfig {
 pub use leafsync_core::env::{ConfigError, EnvConfig};
 
 impl EnvConfig for ApiConfig {
+    /// The API's settings are its configuration, checked: every field is used as it is.
+    type Settings = ApiConfig;
+
     /// Checks what serde cannot.
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(self) -> Result<ApiConfig, ConfigError> {
         leafsync_core::env::check_mongo_uri(&self.mongo_uri)?;
         let checks: [(bool, &'static str, &'static str); 8] = [
             (
@@ -107,7 +110,7 @@ impl EnvConfig for ApiConfig {
         ];
         match checks.into_iter().find(|(ok, _, _)| !ok) {
             Some((_, var, problem)) => Err(ConfigError::invalid(var, problem)),
-            None => Ok(()),
+            None => Ok(self),
         }
     }
 }

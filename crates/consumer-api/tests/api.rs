@@ -34,7 +34,7 @@ async fn seeded() -> (Router, Vec<Value>) {
     let writes: Vec<Write> = events
         .iter()
         .map(|e| Write {
-            collection: "imagecolplantpotato".to_owned(),
+            collection: leafsync_core::PlantType::Potato.into(),
             change: ImageChange::from_json_slice(e.to_string().as_bytes()).unwrap(),
         })
         .collect();

@@ -38,7 +38,7 @@ async fn seed(n: i64, raw_kb: usize) -> (ImageRepository, String) {
                 "is_active": true, "is_deleted": false, "disease": null, "percentage": null,
             });
             Write {
-                collection: "imagecolplantpotato".to_owned(),
+                collection: leafsync_core::PlantType::Potato.into(),
                 change: ImageChange::from_json_slice(event.to_string().as_bytes()).unwrap(),
             }
         })

@@ -19,7 +19,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{PLANTS, event, fresh_topics, job_config};
-use consumer_job::{Job, JobConfig, JobMetrics};
+use consumer_job::{Job, JobConfig, JobMetrics, config::EnvConfig};
 use leafsync_test_support::{env_or, kafka_brokers, mongo_uri, percentile};
 use rdkafka::{
     ClientConfig,
@@ -42,7 +42,8 @@ impl Jobs {
         let mut handles = Vec::new();
         for _ in 0..replicas {
             let m = JobMetrics::new();
-            let job = Job::build(config.clone(), m.clone()).await.expect("job");
+            let settings = config.clone().validate().expect("valid config");
+            let job = Job::build(settings, m.clone()).await.expect("job");
             handles.push(tokio::spawn(job.run(shutdown.clone())));
             metrics.push(m);
         }

@@ -26,7 +26,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{COLLECTIONS, PLANTS, event, fresh_topics, job_config, produce};
-use consumer_job::{Job, JobConfig, JobMetrics};
+use consumer_job::{Job, JobConfig, JobMetrics, config::EnvConfig};
 use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
 use leafsync_test_support::{env_or, kafka_brokers, mongo_client, mongo_uri, unique_name};
 use mongodb::{
@@ -200,7 +200,8 @@ async fn write_path(setup: &Setup) -> f64 {
         .events
         .iter()
         .map(|(i, e)| Write {
-            collection: COLLECTIONS[i % 3].to_owned(),
+            collection: leafsync_core::CollectionName::parse(COLLECTIONS[i % 3])
+                .expect("collection"),
             change: ImageChange::from_json_slice(e.as_bytes()).expect("valid event"),
         })
         .collect();
@@ -255,7 +256,8 @@ async fn per_message(setup: &Setup, topics: &[String], n: usize) -> f64 {
 async fn job(setup: &Setup, config: JobConfig) -> f64 {
     let n = setup.events.len() as u64;
     let metrics = JobMetrics::new();
-    let job = Job::build(config, metrics.clone()).await.expect("job");
+    let settings = config.validate().expect("valid config");
+    let job = Job::build(settings, metrics.clone()).await.expect("job");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(job.run(shutdown.clone()));
     let count = |family: &prometheus::IntCounterVec, extra: &[&str]| -> u64 {

@@ -1,11 +1,16 @@
-//! The job's whole configuration: one typed struct, read once from `LEAFSYNC_*` environment
-//! variables, validated before anything connects. Defaults fit the LIMS cluster.
+//! The job's whole configuration: the `LEAFSYNC_*` environment read once into
+//! [`JobConfig`] (flat, as envy fills it), then validated once into [`Settings`], the typed
+//! value the job runs on: routes parsed, durations built, the Kafka, Mongo, batch,
+//! decoding, retry and breaker groups apart. Nothing downstream re-parses a string.
+//! Defaults fit the LIMS cluster.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub use leafsync_core::runtime::LogFormat;
-use leafsync_core::{CONSUMER_DB, CONSUMER_MONGO_URI, PlantType, WritePath};
+use leafsync_core::{CONSUMER_DB, CONSUMER_MONGO_URI, CollectionName, PlantType, WritePath};
 use serde::{Deserialize, Serialize};
+
+use crate::{decode::Limits, pipeline::Bounds, retry::Backoff};
 
 /// Where a topic's events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,9 +18,101 @@ pub struct Route {
     /// The Kafka topic.
     pub topic: String,
     /// The consumer-DB collection its images are upserted into.
-    pub collection: String,
+    pub collection: CollectionName,
     /// Metric label: the plant whose collection this is, else the collection name.
     pub label: String,
+}
+
+/// The parsed `LEAFSYNC_TOPICS` map, in the order given. Each route is shared (`Arc`):
+/// a record carries its own through the pipeline instead of looking it up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes(Vec<Arc<Route>>);
+
+impl Routes {
+    /// The route of `topic`, if the map names it.
+    pub fn get(&self, topic: &str) -> Option<&Arc<Route>> {
+        self.0.iter().find(|r| r.topic == topic)
+    }
+
+    /// Every route, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.0.iter()
+    }
+
+    /// The consumed topics.
+    pub fn topics(&self) -> Vec<&str> {
+        self.0.iter().map(|r| r.topic.as_str()).collect()
+    }
+
+    /// The collections written.
+    pub fn collections(&self) -> Vec<&str> {
+        self.0.iter().map(|r| r.collection.as_str()).collect()
+    }
+
+    /// Keeps only the routes whose label is in `labels`; an unknown label is an error
+    /// that lists the known ones.
+    pub fn only(&mut self, labels: &[String]) -> Result<(), String> {
+        if let Some(unknown) = labels
+            .iter()
+            .find(|l| self.0.iter().all(|r| &r.label != *l))
+        {
+            let known: Vec<&str> = self.0.iter().map(|r| r.label.as_str()).collect();
+            return Err(format!("{unknown}: not one of {}", known.join(", ")));
+        }
+        if !labels.is_empty() {
+            self.0.retain(|r| labels.contains(&r.label));
+        }
+        Ok(())
+    }
+}
+
+impl<'a> IntoIterator for &'a Routes {
+    type Item = &'a Arc<Route>;
+    type IntoIter = std::slice::Iter<'a, Arc<Route>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::str::FromStr for Routes {
+    type Err = ConfigError;
+
+    /// `topic=collection` pairs, comma-separated.
+    fn from_str(topics: &str) -> Result<Self, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            var: "LEAFSYNC_TOPICS",
+            problem,
+        };
+        let mut routes: Vec<Arc<Route>> = Vec::new();
+        for pair in topics.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((topic, collection)) = pair.split_once('=') else {
+                return Err(invalid(format!("{pair:?} is not topic=collection")));
+            };
+            let topic = topic.trim();
+            if topic.is_empty() {
+                return Err(invalid(format!("{pair:?} names no topic")));
+            }
+            let collection =
+                CollectionName::parse(collection.trim()).map_err(|e| invalid(e.to_string()))?;
+            if routes.iter().any(|r| r.topic == topic) {
+                return Err(invalid(format!("topic {topic:?} is listed twice")));
+            }
+            let label = PlantType::ALL
+                .iter()
+                .find(|p| p.collection() == collection.as_str())
+                .map_or_else(|| collection.to_string(), |p| p.as_str().to_owned());
+            routes.push(Arc::new(Route {
+                topic: topic.to_owned(),
+                collection,
+                label,
+            }));
+        }
+        if routes.is_empty() {
+            return Err(invalid("names no topic".to_owned()));
+        }
+        Ok(Routes(routes))
+    }
 }
 
 /// What to do with a record whose value is null (a Kafka tombstone).
@@ -56,7 +153,8 @@ pub struct JobConfig {
     pub mongo_uri: String,
     /// Consumer database.
     pub mongo_db: String,
-    /// `auto`, `bulk-write` (MongoDB ≥ 8.0) or `update-command`.
+    /// `auto` (each statement by the fastest command that keeps its outcome exact),
+    /// `bulk-write` (MongoDB ≥ 8.0) or `update-command` (any MongoDB ≥ 3.6).
     pub mongo_write_path: WritePath,
     /// Most records in one batch (one bulk upsert).
     pub batch_max_messages: usize,
@@ -64,6 +162,10 @@ pub struct JobConfig {
     pub batch_max_bytes: usize,
     /// Record values larger than this are dead-lettered as `oversized`.
     pub max_event_bytes: usize,
+    /// Seconds an event's `updated_at` may be ahead of the job's clock; a later one is
+    /// dead-lettered as `future-version` (a producer with a wrong clock would otherwise
+    /// win over every real update to come).
+    pub max_future_skew: u64,
     /// What to do with tombstones (null values).
     pub tombstone_policy: TombstonePolicy,
     /// First retry delay for transient faults; doubles up to `retry_max_ms`, with jitter.
@@ -104,17 +206,59 @@ pub struct KafkaSettings {
     pub fetch_wait_max_ms: u32,
 }
 
-impl JobConfig {
-    /// The Kafka consumer's part of the configuration.
-    pub fn kafka(&self) -> KafkaSettings {
-        KafkaSettings {
-            brokers: self.kafka_brokers.clone(),
-            group_id: self.kafka_group_id.clone(),
-            session_timeout_ms: self.kafka_session_timeout_ms,
-            statistics_interval_ms: self.kafka_statistics_interval_ms,
-            queued_max_kbytes: self.kafka_queued_max_kbytes,
-            fetch_wait_max_ms: self.kafka_fetch_wait_max_ms,
-        }
+/// Where the job writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoSettings {
+    /// Connection string (may hold credentials: never logged).
+    pub uri: String,
+    /// Consumer database.
+    pub db: String,
+    /// How batches reach the server.
+    pub write_path: WritePath,
+}
+
+/// The dead-letter circuit breaker's bounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSettings {
+    /// Records it looks back over.
+    pub window: usize,
+    /// Share of the window above which it opens.
+    pub max_share: f64,
+}
+
+/// The validated configuration the job runs on; [`JobConfig::validate`] builds it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Topic → collection.
+    pub routes: Routes,
+    /// The consumer's client settings.
+    pub kafka: KafkaSettings,
+    /// The consumer DB.
+    pub mongo: MongoSettings,
+    /// Where unusable records go.
+    pub dlq_topic: String,
+    /// How large one batch may grow.
+    pub bounds: Bounds,
+    /// What decoding one record refuses.
+    pub limits: Limits,
+    /// Delays between retries of transient faults.
+    pub backoff: Backoff,
+    /// The dead-letter circuit breaker.
+    pub breaker: BreakerSettings,
+    /// After SIGTERM, how long the in-flight batch may take before it is abandoned.
+    pub drain_timeout: Duration,
+    /// Address of `/metrics`, `/live` and `/ready`.
+    pub metrics_addr: SocketAddr,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// The longest the job takes from SIGTERM to exit: the drain, the final commit, the
+    /// close and the runtime's exit, each bounded. Keep it under Kubernetes'
+    /// `terminationGracePeriodSeconds`, or the pod is killed mid-shutdown.
+    pub fn shutdown_bound(&self) -> Duration {
+        self.drain_timeout + FINAL_COMMIT_BOUND + CLOSE_BOUND + EXIT_BOUND
     }
 }
 
@@ -140,6 +284,7 @@ impl Default for JobConfig {
             batch_max_messages: 500,
             batch_max_bytes: 4 * 1024 * 1024,
             max_event_bytes: 1_000_000,
+            max_future_skew: 300,
             tombstone_policy: TombstonePolicy::DeadLetter,
             retry_base_ms: 100,
             retry_max_ms: 10_000,
@@ -162,8 +307,11 @@ pub const CLOSE_BOUND: Duration = Duration::from_secs(3);
 pub const EXIT_BOUND: Duration = Duration::from_secs(1);
 
 impl EnvConfig for JobConfig {
-    /// Checks what serde cannot: non-empty names, sane sizes, a parseable topic map.
-    fn validate(&self) -> Result<(), ConfigError> {
+    type Settings = Settings;
+
+    /// Checks what serde cannot (non-empty names, sane sizes, a parseable topic map) and
+    /// builds the [`Settings`].
+    fn validate(self) -> Result<Settings, ConfigError> {
         let invalid = |var, problem: &str| Err(ConfigError::invalid(var, problem));
         if self.kafka_brokers.trim().is_empty() {
             return invalid("LEAFSYNC_KAFKA_BROKERS", "must not be empty");
@@ -202,75 +350,50 @@ impl EnvConfig for JobConfig {
             );
         }
         leafsync_core::env::check_mongo_uri(&self.mongo_uri)?;
-        let routes = self.routes()?;
-        if routes.iter().any(|r| r.topic == self.dlq_topic) {
+        let routes: Routes = self.topics.parse()?;
+        if routes.get(&self.dlq_topic).is_some() {
             return invalid(
                 "LEAFSYNC_DLQ_TOPIC",
                 "must not be one of the consumed topics",
             );
         }
-        Ok(())
-    }
-}
-
-impl JobConfig {
-    /// The parsed `topics` map.
-    pub fn routes(&self) -> Result<Vec<Route>, ConfigError> {
-        let mut routes: Vec<Route> = Vec::new();
-        for pair in self
-            .topics
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let Some((topic, collection)) = pair.split_once('=') else {
-                return Err(ConfigError::Invalid {
-                    var: "LEAFSYNC_TOPICS",
-                    problem: format!("{pair:?} is not topic=collection"),
-                });
-            };
-            let (topic, collection) = (topic.trim(), collection.trim());
-            if topic.is_empty() || collection.is_empty() || collection.contains('$') {
-                return Err(ConfigError::Invalid {
-                    var: "LEAFSYNC_TOPICS",
-                    problem: format!("{pair:?} needs a topic and a valid collection name"),
-                });
-            }
-            if routes.iter().any(|r| r.topic == topic) {
-                return Err(ConfigError::Invalid {
-                    var: "LEAFSYNC_TOPICS",
-                    problem: format!("topic {topic:?} is listed twice"),
-                });
-            }
-            let label = PlantType::ALL
-                .iter()
-                .find(|p| p.collection() == collection)
-                .map_or_else(|| collection.to_owned(), |p| p.as_str().to_owned());
-            routes.push(Route {
-                topic: topic.to_owned(),
-                collection: collection.to_owned(),
-                label,
-            });
-        }
-        if routes.is_empty() {
-            return Err(ConfigError::Invalid {
-                var: "LEAFSYNC_TOPICS",
-                problem: "names no topic".to_owned(),
-            });
-        }
-        Ok(routes)
-    }
-
-    /// `drain_timeout_ms` as a duration.
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_timeout_ms)
-    }
-
-    /// The longest the job takes from SIGTERM to exit: the drain, the final commit, the
-    /// close and the runtime's exit, each bounded. Keep it under Kubernetes'
-    /// `terminationGracePeriodSeconds`, or the pod is killed mid-shutdown.
-    pub fn shutdown_bound(&self) -> Duration {
-        self.drain_timeout() + FINAL_COMMIT_BOUND + CLOSE_BOUND + EXIT_BOUND
+        Ok(Settings {
+            routes,
+            kafka: KafkaSettings {
+                brokers: self.kafka_brokers,
+                group_id: self.kafka_group_id,
+                session_timeout_ms: self.kafka_session_timeout_ms,
+                statistics_interval_ms: self.kafka_statistics_interval_ms,
+                queued_max_kbytes: self.kafka_queued_max_kbytes,
+                fetch_wait_max_ms: self.kafka_fetch_wait_max_ms,
+            },
+            mongo: MongoSettings {
+                uri: self.mongo_uri,
+                db: self.mongo_db,
+                write_path: self.mongo_write_path,
+            },
+            dlq_topic: self.dlq_topic,
+            bounds: Bounds {
+                max_records: self.batch_max_messages,
+                max_bytes: self.batch_max_bytes,
+            },
+            limits: Limits {
+                max_event_bytes: self.max_event_bytes,
+                tombstones: self.tombstone_policy,
+                max_future_skew: Duration::from_secs(self.max_future_skew),
+            },
+            backoff: Backoff {
+                base: Duration::from_millis(self.retry_base_ms),
+                max: Duration::from_millis(self.retry_max_ms),
+            },
+            breaker: BreakerSettings {
+                window: self.dlq_breaker_window,
+                max_share: self.dlq_breaker_max_share,
+            },
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            metrics_addr: self.metrics_addr,
+            log_format: self.log_format,
+        })
     }
 }
 
@@ -282,40 +405,39 @@ mod tests {
 
     #[test]
     fn defaults_point_at_the_lims_cluster_and_its_three_topics() {
-        let config = JobConfig::from_vars(vars(&[])).unwrap();
+        let settings = JobConfig::from_vars(vars(&[])).unwrap();
         assert!(
-            config.kafka_brokers.ends_with(":9092"),
+            settings.kafka.brokers.ends_with(":9092"),
             "in-cluster Kafka is 9092, not 9093"
         );
-        assert_eq!(config.mongo_db, "imagedbplantconsumer");
-        let routes = config.routes().unwrap();
+        assert_eq!(settings.mongo.db, "imagedbplantconsumer");
+        let routes: Vec<&Arc<Route>> = settings.routes.iter().collect();
         assert_eq!(routes.len(), 3);
         assert_eq!(routes[0].topic, "potato");
-        assert_eq!(routes[0].collection, "imagecolplantpotato");
+        assert_eq!(routes[0].collection.as_str(), "imagecolplantpotato");
         assert_eq!(routes[0].label, "potato");
     }
 
     #[test]
     fn environment_values_override_the_defaults() {
-        let config = JobConfig::from_vars(vars(&[
+        let settings = JobConfig::from_vars(vars(&[
             ("LEAFSYNC_KAFKA_BROKERS", "127.0.0.1:9092"),
             ("LEAFSYNC_TOPICS", "t1=imagecolplanttomato, t2=other"),
             ("LEAFSYNC_BATCH_MAX_MESSAGES", "7"),
             ("LEAFSYNC_TOMBSTONE_POLICY", "skip"),
-            ("LEAFSYNC_MONGO_WRITE_PATH", "update-command"),
+            ("LEAFSYNC_MONGO_WRITE_PATH", "bulk-write"),
             ("LEAFSYNC_LOG_FORMAT", "json"),
         ]))
         .unwrap();
-        assert_eq!(config.batch_max_messages, 7);
-        assert_eq!(config.tombstone_policy, TombstonePolicy::Skip);
-        assert_eq!(config.mongo_write_path, WritePath::UpdateCommand);
-        let labels: Vec<String> = config
-            .routes()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.label)
-            .collect();
+        assert_eq!(settings.bounds.max_records, 7);
+        assert_eq!(settings.limits.tombstones, TombstonePolicy::Skip);
+        assert_eq!(settings.mongo.write_path, WritePath::BulkWrite);
+        let labels: Vec<&str> = settings.routes.iter().map(|r| r.label.as_str()).collect();
         assert_eq!(labels, ["tomato", "other"]);
+        assert_eq!(
+            settings.routes.get("t2").unwrap().collection.as_str(),
+            "other"
+        );
     }
 
     #[test]
@@ -325,6 +447,8 @@ mod tests {
             ("LEAFSYNC_BATCH_MAX_MESSAGES", "0"),
             ("LEAFSYNC_TOPICS", "potato"),
             ("LEAFSYNC_TOPICS", ""),
+            ("LEAFSYNC_TOPICS", "potato=a$b"),
+            ("LEAFSYNC_TOPICS", "potato=a,potato=b"),
             ("LEAFSYNC_MONGO_URI", "http://x"),
             ("LEAFSYNC_METRICS_ADDR", "nowhere"),
             ("LEAFSYNC_TOMBSTONE_POLICY", "ignore"),
@@ -335,5 +459,18 @@ mod tests {
                 .to_string();
             assert!(err.contains(var), "{var}={value:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn only_keeps_the_plants_asked_for_and_names_the_known_ones() {
+        let mut routes = JobConfig::default().topics.parse::<Routes>().unwrap();
+        assert!(
+            routes
+                .only(&["corn".to_owned()])
+                .unwrap_err()
+                .contains("potato, tomato, pepper")
+        );
+        routes.only(&["tomato".to_owned()]).unwrap();
+        assert_eq!(routes.topics(), ["tomato"]);
     }
 }

@@ -1,9 +1,14 @@
 //! The way out when the consumer DB cannot get the unique index on `id` the stale guard
 //! needs: an earlier writer (the batch synchronizer has no unique index) left several
 //! images with one `id`, or a non-unique index on `id`. Reports, per collection, each
-//! duplicated id and which copy is kept (the newest: the latest microsecond version, else
-//! `updated_at`, else the latest `_id`); with `apply`, deletes the other copies and drops
-//! a non-unique `id` index, so that consumer-job can build the unique one at its start.
+//! duplicated id and which copy is kept (the newest: the latest `updated_at`, then the
+//! microsecond version where both copies have one, then the latest `_id`); with `apply`,
+//! deletes the other copies and drops a non-unique `id` index, so that consumer-job can
+//! build the unique one at its start.
+//!
+//! Only integer ids (Int32, Int64, compared by value) are grouped. A document whose `id`
+//! is anything else (a double, a string, missing) is listed for a person to decide and
+//! never deleted: two such documents are not known to be one image.
 
 use std::fmt;
 
@@ -49,30 +54,60 @@ impl fmt::Display for Duplicate {
     }
 }
 
+/// A document whose `id` is not an integer: never grouped, never deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unresolved {
+    /// The collection.
+    pub collection: String,
+    /// Its `_id`.
+    pub doc: Bson,
+    /// Its `id` as stored (`None`: no `id` at all).
+    pub id: Option<Bson>,
+}
+
+impl fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = self.id.as_ref().map_or_else(
+            || "no id".to_owned(),
+            |id| format!("id {id} ({:?})", id.element_type()),
+        );
+        write!(
+            f,
+            "{}: _id {} has {id}, not an integer: left for you to decide",
+            self.collection, self.doc
+        )
+    }
+}
+
 /// What a run found (and, with `apply`, did) in one collection.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Report {
     /// Duplicated ids.
     pub duplicates: Vec<Duplicate>,
+    /// Documents whose `id` is not an integer (listed, never touched).
+    pub unresolved: Vec<Unresolved>,
     /// Whether a non-unique index on `id` was found (and, with `apply`, dropped).
     pub non_unique_index: Option<String>,
 }
 
-/// How new a stored copy is: its microsecond version, else its `updated_at`, then `_id`.
-fn newness(doc: &Document) -> (i64, i64, Bson) {
-    let micros = doc.get_i64(VERSION_FIELD).unwrap_or(i64::MIN);
-    let millis = updated_millis(doc).unwrap_or(i64::MIN);
-    (
-        micros,
-        millis,
-        doc.get("_id").cloned().unwrap_or(Bson::Null),
-    )
+/// Which of two copies of one image is newer: the later `updated_at` (a date beats none),
+/// then, only when both carry it, the later microsecond version (it breaks ties within
+/// a millisecond), then the later `_id`.
+fn newer(a: &Document, b: &Document) -> std::cmp::Ordering {
+    let micros = |d: &Document| d.get_i64(VERSION_FIELD).ok();
+    updated_millis(a)
+        .cmp(&updated_millis(b))
+        .then_with(|| match (micros(a), micros(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => std::cmp::Ordering::Equal,
+        })
+        .then_with(|| bson_order(a.get("_id"), b.get("_id")))
 }
 
-fn bson_order(a: &Bson, b: &Bson) -> std::cmp::Ordering {
+fn bson_order(a: Option<&Bson>, b: Option<&Bson>) -> std::cmp::Ordering {
     match (a, b) {
-        (Bson::ObjectId(x), Bson::ObjectId(y)) => x.cmp(y),
-        _ => a.to_string().cmp(&b.to_string()),
+        (Some(Bson::ObjectId(x)), Some(Bson::ObjectId(y))) => x.cmp(y),
+        _ => format!("{a:?}").cmp(&format!("{b:?}")),
     }
 }
 
@@ -107,31 +142,41 @@ pub async fn dedupe(
         .projection(doc! { "_id": 1, "id": 1, "updated_at": 1, VERSION_FIELD: 1 })
         .sort(doc! { "id": 1 })
         .await?;
+    // Sorted by `id`, so one image's copies are adjacent (Int32 and Int64 of one value
+    // too: the server orders numbers by value).
     let mut group: Vec<Document> = Vec::new();
-    let mut flush = |group: &mut Vec<Document>| {
-        if group.len() > 1 {
-            group.sort_by(|a, b| {
-                let (am, au, ai) = newness(a);
-                let (bm, bu, bi) = newness(b);
-                (am, au).cmp(&(bm, bu)).then_with(|| bson_order(&ai, &bi))
-            });
+    let mut group_id: Option<i64> = None;
+    let mut flush = |group: &mut Vec<Document>, id: Option<i64>| {
+        if let (Some(id), true) = (id, group.len() > 1) {
+            group.sort_by(newer);
             let keep = group.pop().expect("non-empty");
             report.duplicates.push(Duplicate {
                 collection: collection.to_owned(),
-                id: id_of(&keep).unwrap_or(-1),
+                id,
                 keep: keep.get("_id").cloned().unwrap_or(Bson::Null),
                 remove: group.iter().filter_map(|d| d.get("_id").cloned()).collect(),
             });
         }
         group.clear();
     };
+    let mut unresolved = Vec::new();
     while let Some(doc) = cursor.try_next().await? {
-        if group.last().is_some_and(|last| id_of(last) != id_of(&doc)) {
-            flush(&mut group);
+        let Some(id) = id_of(&doc) else {
+            unresolved.push(Unresolved {
+                collection: collection.to_owned(),
+                doc: doc.get("_id").cloned().unwrap_or(Bson::Null),
+                id: doc.get("id").cloned(),
+            });
+            continue;
+        };
+        if group_id != Some(id) {
+            flush(&mut group, group_id);
+            group_id = Some(id);
         }
         group.push(doc);
     }
-    flush(&mut group);
+    flush(&mut group, group_id);
+    report.unresolved = unresolved;
     if apply {
         for duplicate in &report.duplicates {
             coll.delete_many(doc! { "_id": { "$in": duplicate.remove.clone() } })

@@ -6,30 +6,130 @@
 
 use std::time::Duration;
 
+use leafsync_core::EventError;
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, Headers, Message, OwnedHeaders, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
 };
 
+/// Why a record is dead-lettered: the `leafsync-reason` header and the `reason` label of
+/// `leafsync_job_dead_lettered_total`. The one list of reasons; the README's table of them
+/// is checked against [`DeadLetterReason::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterReason {
+    /// The record's topic is not in `LEAFSYNC_TOPICS`.
+    UnknownTopic,
+    /// A null value, under `LEAFSYNC_TOMBSTONE_POLICY=dead-letter`.
+    Tombstone,
+    /// The value is larger than the job accepts.
+    Oversized,
+    /// Not JSON.
+    InvalidJson,
+    /// JSON, but not an object.
+    NotAnObject,
+    /// No `id`.
+    MissingId,
+    /// An `id` that is not a non-negative integer.
+    InvalidId,
+    /// `data` is not hex.
+    InvalidHex,
+    /// A date that is not an ISO-8601 date-time.
+    InvalidDate,
+    /// A known field of the wrong JSON type.
+    WrongType,
+    /// A field name MongoDB cannot store.
+    InvalidFieldName,
+    /// `updated_at` further ahead of the job's clock than `LEAFSYNC_MAX_FUTURE_SKEW`.
+    FutureVersion,
+    /// MongoDB refused the write for this document's sake.
+    MongoRejected,
+    /// A unique index other than `id`'s refused the document (header `leafsync-index`).
+    DuplicateKey,
+}
+
+impl DeadLetterReason {
+    /// Every reason, for documentation checks.
+    pub const ALL: [DeadLetterReason; 14] = [
+        Self::UnknownTopic,
+        Self::Tombstone,
+        Self::Oversized,
+        Self::InvalidJson,
+        Self::NotAnObject,
+        Self::MissingId,
+        Self::InvalidId,
+        Self::InvalidHex,
+        Self::InvalidDate,
+        Self::WrongType,
+        Self::InvalidFieldName,
+        Self::FutureVersion,
+        Self::MongoRejected,
+        Self::DuplicateKey,
+    ];
+
+    /// The header value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownTopic => "unknown-topic",
+            Self::Tombstone => "tombstone",
+            Self::Oversized => "oversized",
+            Self::InvalidJson => "invalid-json",
+            Self::NotAnObject => "not-an-object",
+            Self::MissingId => "missing-id",
+            Self::InvalidId => "invalid-id",
+            Self::InvalidHex => "invalid-hex",
+            Self::InvalidDate => "invalid-date",
+            Self::WrongType => "wrong-type",
+            Self::InvalidFieldName => "invalid-field-name",
+            Self::FutureVersion => "future-version",
+            Self::MongoRejected => "mongo-rejected",
+            Self::DuplicateKey => "duplicate-key",
+        }
+    }
+}
+
+impl From<&EventError> for DeadLetterReason {
+    fn from(e: &EventError) -> Self {
+        match e {
+            EventError::InvalidJson(_) => Self::InvalidJson,
+            EventError::NotAnObject => Self::NotAnObject,
+            EventError::MissingId => Self::MissingId,
+            EventError::InvalidId(_) => Self::InvalidId,
+            EventError::InvalidHex { .. } => Self::InvalidHex,
+            EventError::InvalidDate { .. } => Self::InvalidDate,
+            EventError::WrongType { .. } => Self::WrongType,
+            EventError::InvalidFieldName(_) => Self::InvalidFieldName,
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a record is dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// Stable machine-readable cause (`invalid-json`, `oversized`, `mongo-rejected`, …).
-    pub reason: &'static str,
+    /// Stable machine-readable cause.
+    pub reason: DeadLetterReason,
     /// Human-readable detail.
     pub detail: String,
     /// Whether the value is left out of the dead letter (too large to re-send).
     pub omit_value: bool,
+    /// Headers that say more about this reason (e.g. the index of a duplicate key).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl DeadLetter {
     /// A dead letter that keeps the value.
-    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Self {
         Self {
             reason,
             detail: detail.into(),
             omit_value: false,
+            headers: Vec::new(),
         }
     }
 }
@@ -84,6 +184,12 @@ pub mod header {
     pub const SOURCE_OFFSET: &str = "leafsync-source-offset";
     /// Present (with the value's size) when the value was left out.
     pub const VALUE_OMITTED: &str = "leafsync-value-omitted-bytes";
+    /// `future-version`: how many seconds `updated_at` was ahead of the job's clock.
+    pub const FUTURE_SKEW: &str = "leafsync-future-skew-seconds";
+    /// `duplicate-key`: the unique index the document collided on.
+    pub const INDEX: &str = "leafsync-index";
+    /// `duplicate-key` and `mongo-rejected`: the server's error code.
+    pub const CODE: &str = "leafsync-mongo-code";
 }
 
 /// Builds the dead letter for `msg` and sends it to `topic`; waits for the broker's ack.
@@ -114,7 +220,7 @@ async fn produce(
     let offset = msg.offset().to_string();
     let value_len = msg.payload().map_or(0, <[u8]>::len).to_string();
     let mut extra = vec![
-        (header::REASON, letter.reason),
+        (header::REASON, letter.reason.as_str()),
         (header::ERROR, letter.detail.as_str()),
         (header::SOURCE_TOPIC, msg.topic()),
         (header::SOURCE_PARTITION, partition.as_str()),
@@ -123,6 +229,7 @@ async fn produce(
     if omit_value {
         extra.push((header::VALUE_OMITTED, value_len.as_str()));
     }
+    extra.extend(letter.headers.iter().map(|(k, v)| (*k, v.as_str())));
     let record = resend(topic, msg, &extra, omit_value);
     producer
         .send(record, Duration::from_secs(30))

@@ -197,15 +197,17 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::JobConfig;
+    use crate::config::{EnvConfig, JobConfig};
 
     #[test]
     fn offsets_move_only_by_hand_and_prefetch_is_bounded_by_config() {
-        let config = JobConfig {
+        let settings = JobConfig {
             kafka_queued_max_kbytes: 4096,
             ..JobConfig::default()
-        };
-        let client = consumer_config(&config.kafka());
+        }
+        .validate()
+        .unwrap();
+        let client = consumer_config(&settings.kafka);
         assert_eq!(client.get("enable.auto.commit"), Some("false"));
         assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(client.get("auto.offset.reset"), Some("earliest"));
@@ -217,7 +219,7 @@ mod tests {
 
     #[test]
     fn partitions_are_spread_round_robin_so_one_partition_topics_reach_every_replica() {
-        let client = consumer_config(&JobConfig::default().kafka());
+        let client = consumer_config(&JobConfig::default().validate().unwrap().kafka);
         assert_eq!(
             client.get("partition.assignment.strategy"),
             Some("roundrobin,range")

@@ -13,16 +13,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config = JobConfig::from_env().context("consumer-job cannot start")?;
-    leafsync_core::runtime::init_tracing(config.log_format);
+    let settings = JobConfig::from_env().context("consumer-job cannot start")?;
+    leafsync_core::runtime::init_tracing(settings.log_format);
 
     let metrics = JobMetrics::new();
-    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
         .await
         .with_context(|| {
             format!(
                 "cannot listen on LEAFSYNC_METRICS_ADDR={}",
-                config.metrics_addr
+                settings.metrics_addr
             )
         })?;
     let shutdown = CancellationToken::new();
@@ -35,7 +35,7 @@ async fn run() -> anyhow::Result<()> {
         }
     });
 
-    let job = Job::build(config, metrics)
+    let job = Job::build(settings, metrics)
         .await
         .context("consumer-job cannot start")?;
     let result = job.run(shutdown.clone()).await;

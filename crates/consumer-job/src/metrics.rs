@@ -15,6 +15,8 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use tokio::net::TcpListener;
+
+use crate::dlq::DeadLetterReason;
 use tokio_util::sync::CancellationToken;
 
 /// Every metric the job records, registered in its own registry.
@@ -47,9 +49,10 @@ pub struct JobMetrics {
     pub assigned_partitions: IntGauge,
     /// 1 while the job holds the stream, by reason: `index` (the unique index on `id`
     /// cannot be built: duplicate ids, see `dedupe`), `mongo-refused` (MongoDB refuses
-    /// writes for a reason that is not a document's), `dead-letter-send` (the dead-letter
-    /// topic does not take records), `dead-letter-breaker` (too many dead letters). `/ready`
-    /// answers 503 while any is 1.
+    /// writes for a reason that is not a document's), `write-concern` (the deployment
+    /// cannot satisfy the write concern), `dead-letter-send` (the dead-letter topic does
+    /// not take records), `dead-letter-breaker` (too many dead letters). `/ready` answers
+    /// 503 while any is 1.
     pub stalled: IntGaugeVec,
 }
 
@@ -159,6 +162,10 @@ impl JobMetrics {
         for reason in STALL_REASONS {
             stalled.with_label_values(&[reason]).set(0);
         }
+        // Every reason from the start, so `increase()` sees a reason's first dead letter.
+        for reason in DeadLetterReason::ALL {
+            dead_lettered.with_label_values(&[reason.as_str()]).reset();
+        }
         let end_to_end_lag = HistogramVec::new(
             HistogramOpts::new(END_TO_END_LAG.0, END_TO_END_LAG.1).buckets(LAG_BUCKETS.to_vec()),
             &["plant"],
@@ -207,9 +214,10 @@ impl JobMetrics {
 }
 
 /// Why the job may hold the stream (the `reason` label of `leafsync_job_stalled`).
-pub const STALL_REASONS: [&str; 4] = [
+pub const STALL_REASONS: [&str; 5] = [
     "index",
     "mongo-refused",
+    "write-concern",
     "dead-letter-send",
     "dead-letter-breaker",
 ];

@@ -98,6 +98,11 @@ pub enum Verdict {
     /// The consumer's `updated_at` is later than the producer's: the stream got there
     /// first. Kept.
     ConsumerNewer,
+    /// The consumer's `updated_at` is later than the producer's and later than the clock
+    /// allows (now + the skew): a producer with a wrong clock, not a newer image. Left
+    /// alone, it would refuse every real update; it is replaced by the producer's version
+    /// even though that is older.
+    Future(Difference),
 }
 
 /// A stored `updated_at` as milliseconds, when it is a BSON Date.
@@ -108,8 +113,10 @@ pub fn updated_millis(doc: &Document) -> Option<i64> {
     }
 }
 
-/// Compares the producer's image with the consumer's copy (if any).
-pub fn classify(producer: &Document, consumer: Option<&Document>) -> Verdict {
+/// Compares the producer's image with the consumer's copy (if any). `horizon` is the
+/// latest `updated_at` (epoch milliseconds: now plus the allowed skew) a copy may carry
+/// and still be a real version.
+pub fn classify(producer: &Document, consumer: Option<&Document>, horizon: i64) -> Verdict {
     let Some(consumer) = consumer else {
         return Verdict::Missing;
     };
@@ -121,7 +128,9 @@ pub fn classify(producer: &Document, consumer: Option<&Document>) -> Verdict {
         (Some(_), None) => true,
         (None, _) => false,
     };
-    if newer {
+    if newer && updated_millis(consumer).is_some_and(|c| c > horizon) {
+        Verdict::Future(why)
+    } else if newer {
         Verdict::ConsumerNewer
     } else if matches!(why, Difference::Type { .. }) {
         Verdict::Mistyped(why)
@@ -175,6 +184,7 @@ mod tests {
     #[test]
     fn verdicts_put_the_newer_side_first_then_types_then_values() {
         let at = |ms| Bson::DateTime(DateTime::from_millis(ms));
+        let classify = |p: &Document, c: Option<&Document>| classify(p, c, 10_000);
         let producer = doc! { "id": 1, "updated_at": at(2_000), "disease": "Healthy" };
         assert_eq!(classify(&producer, None), Verdict::Missing);
         assert_eq!(
@@ -198,6 +208,18 @@ mod tests {
             classify(&created, Some(&older)),
             Verdict::ConsumerNewer,
             "updated in the consumer, never in the producer"
+        );
+        let future = doc! { "id": 1, "updated_at": at(10_001), "disease": "Leaf mold" };
+        assert!(
+            matches!(classify(&producer, Some(&future)), Verdict::Future(_)),
+            "ahead of the producer and of the horizon"
+        );
+        assert_eq!(
+            classify(
+                &producer,
+                Some(&doc! { "id": 1, "updated_at": at(10_000), "disease": "x" })
+            ),
+            Verdict::ConsumerNewer
         );
     }
 }

@@ -79,21 +79,26 @@ impl ConfigError {
     }
 }
 
-/// A binary's configuration: `LEAFSYNC_*` variables over its defaults, validated once.
+/// A binary's configuration: `LEAFSYNC_*` variables over its defaults, read once and
+/// validated once into the [`EnvConfig::Settings`] the binary runs on.
 pub trait EnvConfig: DeserializeOwned {
-    /// Checks what serde cannot.
-    fn validate(&self) -> Result<(), ConfigError>;
+    /// What a valid configuration becomes: parsed, grouped, typed.
+    type Settings;
+
+    /// Checks what serde cannot, and builds the settings.
+    fn validate(self) -> Result<Self::Settings, ConfigError>;
 
     /// Reads the process environment.
-    fn from_env() -> Result<Self, ConfigError> {
+    fn from_env() -> Result<Self::Settings, ConfigError> {
         Self::from_vars(std::env::vars())
     }
 
     /// Reads any set of variables (tests, manifests).
-    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self::Settings, ConfigError> {
         let config: Self = from_vars(vars)?;
-        config.validate()?;
-        Ok(config)
+        config.validate()
     }
 }
 
@@ -107,39 +112,6 @@ pub fn check_mongo_uri(uri: &str) -> Result<(), ConfigError> {
             "must start with mongodb:// or mongodb+srv://",
         ))
     }
-}
-
-/// The `(LEAFSYNC_NAME, default)` pairs of a configuration, from its serialized defaults:
-/// what the README's configuration tables must list.
-pub fn documented_defaults<T: serde::Serialize + Default>() -> Vec<(String, String)> {
-    let value = serde_json::to_value(T::default()).expect("configs serialize to JSON");
-    value
-        .as_object()
-        .expect("a config is a struct")
-        .iter()
-        .map(|(k, v)| {
-            let default = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (format!("{PREFIX}{}", k.to_uppercase()), default)
-        })
-        .collect()
-}
-
-/// Panics unless `readme` has a table row for every variable of `T`, showing its default
-/// as `` `LEAFSYNC_X` | `default` ``.
-pub fn assert_documented<T: serde::Serialize + Default>(readme: &str) {
-    let missing: Vec<String> = documented_defaults::<T>()
-        .into_iter()
-        .filter(|(name, default)| !readme.contains(&format!("| `{name}` | `{default}` |")))
-        .map(|(name, default)| format!("| `{name}` | `{default}` | … |"))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "README.md lacks these configuration rows:\n{}",
-        missing.join("\n")
-    );
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`plant`]: the three plant types and their LIMS collection names.
 //! - [`env`]: typed configuration from `LEAFSYNC_*` variables, errors naming the variable.
 //! - [`id`]: [`id::ImageId`], the one "non-negative integer" rule for image ids.
+//! - [`collection`]: [`collection::CollectionName`], a name MongoDB accepts, checked once.
 //! - [`event`]: the boundary parser, Kafka record value (Image API JSON) → [`event::ImageChange`].
 //! - [`view`]: the reverse direction, a stored document → the Image API's JSON shape.
 //! - [`compare`]: a producer image against its consumer copy (`reconcile`, verification).
@@ -13,6 +14,7 @@
 //! - [`mongo`]: connecting, and deciding which Mongo errors are worth retrying.
 //! - [`runtime`]: logging set-up and the shutdown signal both binaries share.
 
+pub mod collection;
 pub mod compare;
 pub mod env;
 pub mod event;
@@ -24,10 +26,11 @@ pub mod repo;
 pub mod runtime;
 pub mod view;
 
+pub use collection::{CollectionName, InvalidCollectionName};
 pub use event::{EventError, ImageChange, VERSION_FIELD, Version};
 pub use id::{ImageId, InvalidImageId};
 pub use plant::{PlantType, UnknownPlant};
-pub use repo::{ImageFilter, ImageRepository, RepoError, Write, WriteOutcome, WritePath};
+pub use repo::{Hold, ImageFilter, ImageRepository, RepoError, Write, WriteOutcome, WritePath};
 
 /// The consumer database LIMS's Db Synchronizer writes to, and so do we.
 pub const CONSUMER_DB: &str = "imagedbplantconsumer";

@@ -143,6 +143,15 @@ pub fn error_code(err: &Error) -> Option<i32> {
     }
 }
 
+/// The code of a command-level failure (`ok: 0`), if that is what `err` is; unlike
+/// [`error_code`], not the code of a write error inside an acknowledged reply.
+pub fn command_code(err: &Error) -> Option<i32> {
+    match err.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

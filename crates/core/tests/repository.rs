@@ -20,7 +20,7 @@ async fn repository(path: WritePath) -> ImageRepository {
 
 fn write(event: &Value) -> Write {
     Write {
-        collection: COLL.to_owned(),
+        collection: leafsync_core::CollectionName::parse(COLL).unwrap(),
         change: ImageChange::from_json_slice(event.to_string().as_bytes()).expect("valid event"),
     }
 }
@@ -134,8 +134,8 @@ async fn replays_updates_and_stale_events_are_told_apart_with_bulk_write() {
 }
 
 #[tokio::test]
-async fn replays_updates_and_stale_events_are_told_apart_with_the_update_command() {
-    replays_updates_and_stale_events_are_told_apart(WritePath::UpdateCommand).await;
+async fn replays_updates_and_stale_events_are_told_apart_with_the_default_path() {
+    replays_updates_and_stale_events_are_told_apart(WritePath::Auto).await;
 }
 
 async fn one_batch_keeps_each_images_events_in_order(path: WritePath) {
@@ -187,8 +187,8 @@ async fn one_batch_keeps_each_images_events_in_order_with_bulk_write() {
 }
 
 #[tokio::test]
-async fn one_batch_keeps_each_images_events_in_order_with_the_update_command() {
-    one_batch_keeps_each_images_events_in_order(WritePath::UpdateCommand).await;
+async fn one_batch_keeps_each_images_events_in_order_with_the_default_path() {
+    one_batch_keeps_each_images_events_in_order(WritePath::Auto).await;
 }
 
 #[tokio::test]
@@ -306,12 +306,10 @@ async fn a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_o
 }
 
 #[tokio::test]
-async fn a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only_with_the_update_command()
+async fn a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only_with_the_default_path()
  {
-    a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only(
-        WritePath::UpdateCommand,
-    )
-    .await;
+    a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only(WritePath::Auto)
+        .await;
 }
 
 #[tokio::test]
@@ -432,4 +430,158 @@ async fn every_read_carries_the_time_limit_so_the_server_stops_scans_nobody_awai
             .or_else(|| read.get("maxTimeMS").and_then(Bson::as_i32).map(i64::from));
         assert_eq!(limit, Some(2_500), "{read}");
     }
+}
+
+/// A repository whose collection refuses `disease: "poison"` (a real validator: the
+/// server's own document-level refusal, code 121).
+async fn repository_with_a_validator(path: WritePath) -> ImageRepository {
+    let client = mongo_client().await;
+    let db = client.database(&unique_name("core"));
+    db.create_collection(COLL)
+        .validator(mongodb::bson::doc! { "disease": { "$ne": "poison" } })
+        .await
+        .expect("a collection with a validator");
+    let repo = ImageRepository::new(client, db.name(), path);
+    repo.ensure_indexes(&[COLL]).await.unwrap();
+    repo
+}
+
+fn full(disease: &str, active: bool, at: &str) -> Value {
+    json!({"id": 8, "camera_id": 1, "is_active": active, "disease": disease, "updated_at": at})
+}
+
+async fn a_collapsed_version_is_never_lost_when_the_version_that_covered_it_is_refused(
+    path: WritePath,
+) {
+    let repo = repository_with_a_validator(path).await;
+    repo.apply(&[write(&created(8))]).await.unwrap();
+    // v1 collapses into v2, which sets every field again; v2 is refused.
+    let v1 = full("Healthy", true, "2023-10-09T10:00:00");
+    let v2 = full("poison", true, "2023-10-09T11:00:00");
+    let outcomes = repo.apply(&[write(&v1), write(&v2)]).await.unwrap();
+    assert_eq!(
+        outcomes[0],
+        WriteOutcome::Updated,
+        "v1 is applied after all"
+    );
+    assert!(
+        matches!(&outcomes[1], WriteOutcome::Rejected { code: 121, .. }),
+        "{outcomes:?}"
+    );
+    let doc = stored(&repo, 8).await;
+    assert_eq!(doc.get_str("disease").unwrap(), "Healthy", "at v1, not v0");
+    // v3 collapses into v4 ∪ v5; v4 is stored, v5 refused: v3 can no longer be stored in
+    // order (v4 is newer), so it is refused with v5, never silently dropped.
+    let v3 = json!({"id": 8, "is_active": false, "disease": "Leaf mold", "updated_at": "2023-10-09T12:00:00"});
+    let v4 = json!({"id": 8, "is_active": true, "updated_at": "2023-10-09T13:00:00"});
+    let v5 = json!({"id": 8, "disease": "poison", "updated_at": "2023-10-09T14:00:00"});
+    let outcomes = repo
+        .apply(&[write(&v3), write(&v4), write(&v5)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcomes[0], WriteOutcome::Rejected { code: 121, message } if message.contains("collapsed into a later version")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], WriteOutcome::Updated);
+    assert!(matches!(
+        &outcomes[2],
+        WriteOutcome::Rejected { code: 121, .. }
+    ));
+    let doc = stored(&repo, 8).await;
+    assert!(doc.get_bool("is_active").unwrap());
+    assert_eq!(doc.get_str("disease").unwrap(), "Healthy");
+}
+
+#[tokio::test]
+async fn a_collapsed_version_is_never_lost_when_the_version_that_covered_it_is_refused_with_the_default_path()
+ {
+    a_collapsed_version_is_never_lost_when_the_version_that_covered_it_is_refused(WritePath::Auto)
+        .await;
+}
+
+#[tokio::test]
+async fn a_collapsed_version_is_never_lost_when_the_version_that_covered_it_is_refused_with_bulk_write()
+ {
+    a_collapsed_version_is_never_lost_when_the_version_that_covered_it_is_refused(
+        WritePath::BulkWrite,
+    )
+    .await;
+}
+
+/// A duplicate key on a unique index other than `id`'s is the document's collision with
+/// another image, never a stale event.
+#[tokio::test]
+async fn a_duplicate_on_another_unique_index_is_named_and_never_stale() {
+    for path in [
+        WritePath::Auto,
+        WritePath::BulkWrite,
+        WritePath::UpdateCommand,
+    ] {
+        let repo = repository(path).await;
+        repo.database()
+            .collection::<Document>(COLL)
+            .create_index(
+                mongodb::IndexModel::builder()
+                    .keys(mongodb::bson::doc! { "label": 1 })
+                    .options(
+                        mongodb::options::IndexOptions::builder()
+                            .unique(true)
+                            .sparse(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .unwrap();
+        let labelled = |id: i64, at: Value| json!({"id": id, "label": "x", "updated_at": at});
+        let outcomes = repo
+            .apply(&[
+                write(&labelled(1, Value::Null)),
+                write(&labelled(2, Value::Null)),
+                write(&labelled(3, json!("2023-10-09T10:00:00"))),
+            ])
+            .await
+            .unwrap();
+        // Three images in one round, sent at once: whichever lands first takes the label.
+        let inserted = outcomes
+            .iter()
+            .filter(|o| **o == WriteOutcome::Inserted)
+            .count();
+        assert_eq!(inserted, 1, "{path:?}: {outcomes:?}");
+        for outcome in outcomes.iter().filter(|o| **o != WriteOutcome::Inserted) {
+            assert!(
+                matches!(outcome, WriteOutcome::Duplicate { index, .. } if index == "label_1"),
+                "{path:?}: {outcomes:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn replays_updates_and_stale_events_are_told_apart_with_the_update_command() {
+    replays_updates_and_stale_events_are_told_apart(WritePath::UpdateCommand).await;
+}
+
+#[tokio::test]
+async fn one_batch_keeps_each_images_events_in_order_with_the_update_command() {
+    one_batch_keeps_each_images_events_in_order(WritePath::UpdateCommand).await;
+}
+
+#[tokio::test]
+async fn a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only_with_the_update_command()
+ {
+    a_versioned_event_overwrites_null_missing_older_and_mistyped_versions_only(
+        WritePath::UpdateCommand,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_collapsed_version_is_never_lost_when_the_version_that_covered_it_is_refused_with_the_update_command()
+ {
+    a_collapsed_version_is_never_lost_when_the_version_that_covered_it_is_refused(
+        WritePath::UpdateCommand,
+    )
+    .await;
 }

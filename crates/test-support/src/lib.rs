@@ -10,11 +10,13 @@
 //! - this module: names, environment knobs, metric and percentile helpers;
 //! - `mongo`: clients of the test server, and [`MongoProcess`] (a server of a test's own);
 //! - `kafka`: topics on the test broker, and [`KafkaProcess`] (a broker of a test's own);
-//! - `net`: free ports, a latency proxy, a raw HTTP GET.
+//! - `net`: free ports, a latency proxy, a raw HTTP GET;
+//! - [`wire`]: a MongoDB wire-protocol proxy that rewrites chosen commands or replies.
 
 mod kafka;
 mod mongo;
 mod net;
+pub mod wire;
 
 use std::time::Duration;
 

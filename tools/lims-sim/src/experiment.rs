@@ -6,7 +6,7 @@
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
-use consumer_job::{Job, JobConfig, JobMetrics};
+use consumer_job::{Job, JobConfig, JobMetrics, config::EnvConfig};
 use leafsync_core::PlantType;
 use mongodb::Client;
 use plotters::style::RGBColor;
@@ -105,7 +105,7 @@ pub async fn run(config: &ExperimentConfig) -> anyhow::Result<Vec<Sample>> {
     let stop = CancellationToken::new();
     let job_metrics = JobMetrics::new();
     let job = tokio::spawn(
-        Job::build(job_config, job_metrics.clone())
+        Job::build(job_config.validate()?, job_metrics.clone())
             .await?
             .run(stop.clone()),
     );

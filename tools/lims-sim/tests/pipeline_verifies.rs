@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use consumer_job::{Job, JobConfig, JobMetrics};
+use consumer_job::{Job, JobConfig, JobMetrics, config::EnvConfig};
 use leafsync_test_support::{create_topic, kafka_brokers, mongo_client, mongo_uri, unique_name};
 use lims_sim::{
     simulator::{self, SimConfig},
@@ -45,7 +45,8 @@ async fn the_consumer_db_verifies_clean_against_the_producer_db_despite_faults()
         ..JobConfig::default()
     };
     let metrics = JobMetrics::new();
-    let job = Job::build(job_config, metrics.clone()).await.expect("job");
+    let settings = job_config.validate().expect("valid config");
+    let job = Job::build(settings, metrics.clone()).await.expect("job");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(job.run(shutdown.clone()));
 

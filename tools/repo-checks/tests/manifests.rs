@@ -252,7 +252,7 @@ fn config_maps_hold_values_the_binaries_accept_and_the_grace_period_covers_the_d
     let job_config = consumer_job::JobConfig::from_vars(environment(&gke, job))
         .expect("job ConfigMap is valid config");
     assert!(
-        job_config.kafka_brokers.ends_with(":9092"),
+        job_config.kafka.brokers.ends_with(":9092"),
         "in-cluster Kafka listens on 9092"
     );
     let grace_ms = job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -312,12 +312,7 @@ fn keda_scales_the_job_on_lag_up_to_the_partition_count_only() {
     let triggers = scaled["triggers"].as_sequence().unwrap();
     let job = named(&objects, "Deployment", "consumer-job");
     let config = consumer_job::JobConfig::from_vars(environment(&objects, job)).unwrap();
-    let topics: Vec<String> = config
-        .routes()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.topic)
-        .collect();
+    let topics: Vec<&str> = config.routes.topics();
     // One trigger over the whole group: per-topic triggers on one-partition topics would
     // each cap at one replica, and KEDA scales to the largest of them.
     assert_eq!(triggers.len(), 1, "{triggers:?}");
@@ -325,7 +320,7 @@ fn keda_scales_the_job_on_lag_up_to_the_partition_count_only() {
     assert_eq!(t["type"], "kafka");
     assert_eq!(
         t["metadata"]["consumerGroup"].as_str(),
-        Some(config.kafka_group_id.as_str())
+        Some(config.kafka.group_id.as_str())
     );
     assert!(
         t["metadata"]["topic"].is_null(),

@@ -15,7 +15,7 @@ use consumer_job::{
     config::EnvConfig,
     reconcile::{Options, Summary, exit_code, reconcile},
 };
-use leafsync_core::{ImageRepository, WritePath};
+use leafsync_core::ImageRepository;
 use mongodb::bson::Document;
 
 /// Brings the consumer DB in line with the producer DB: copies missing images, updates
@@ -44,7 +44,7 @@ struct Cli {
     /// Delete images found only in the consumer DB (default: report them).
     #[arg(long)]
     delete_orphans: bool,
-    /// Producer images per page (memory is bounded by one page of each DB).
+    /// Images per page, read from each DB (memory is bounded by one page of each).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     page_size: u32,
     /// Producer images read per second at most, so the producer DB is not swamped.
@@ -102,31 +102,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<u8> {
-    let config = JobConfig::from_env().context("reconcile reads consumer-job's configuration")?;
-    let mut routes = config.routes()?;
-    if !cli.plant.is_empty() {
-        for plant in &cli.plant {
-            anyhow::ensure!(
-                routes.iter().any(|r| &r.label == plant),
-                "--plant {plant}: not one of LEAFSYNC_TOPICS' plants ({})",
-                routes
-                    .iter()
-                    .map(|r| r.label.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        routes.retain(|r| cli.plant.contains(&r.label));
-    }
+    let settings = JobConfig::from_env().context("reconcile reads consumer-job's configuration")?;
+    let mut routes = settings.routes;
+    routes
+        .only(&cli.plant)
+        .map_err(|e| anyhow::anyhow!("--plant {e} (the plants of LEAFSYNC_TOPICS)"))?;
     let producer = leafsync_core::mongo::connect(&cli.producer_uri, "leafsync-reconcile")
         .await
         .context("--producer-uri")?
         .database(&cli.producer_db);
-    let client = leafsync_core::mongo::connect(&config.mongo_uri, "leafsync-reconcile")
+    let client = leafsync_core::mongo::connect(&settings.mongo.uri, "leafsync-reconcile")
         .await
         .context("LEAFSYNC_MONGO_URI")?;
-    let consumer = ImageRepository::new(client, &config.mongo_db, WritePath::Auto);
-    let collections: Vec<&str> = routes.iter().map(|r| r.collection.as_str()).collect();
+    let consumer = ImageRepository::new(client, &settings.mongo.db, settings.mongo.write_path);
+    let collections = routes.collections();
     if !cli.dry_run {
         // The stale guard needs the unique index; the job builds the same one.
         consumer.ensure_indexes(&collections).await?;
@@ -136,6 +125,7 @@ async fn run(cli: &Cli) -> anyhow::Result<u8> {
         max_per_second: cli.max_per_second,
         dry_run: cli.dry_run,
         delete_orphans: cli.delete_orphans,
+        max_future_skew: settings.limits.max_future_skew,
     };
     let mut progress = Progress {
         tty: std::io::stderr().is_terminal(),
@@ -144,7 +134,7 @@ async fn run(cli: &Cli) -> anyhow::Result<u8> {
     let mut plants = Vec::new();
     for route in &routes {
         let total = producer
-            .collection::<Document>(&route.collection)
+            .collection::<Document>(route.collection.as_str())
             .estimated_document_count()
             .await
             .with_context(|| format!("counting the producer's {}", route.collection))?;

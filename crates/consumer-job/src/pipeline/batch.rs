@@ -5,19 +5,94 @@
 //! idle that is one record, written at once; under load records pile up while the previous
 //! batch is written, so batches grow with the load, up to the count and byte bounds.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use leafsync_core::{Write, WriteOutcome, mongo::DUPLICATE_KEY};
 use rdkafka::message::{Message, OwnedMessage};
 
-use crate::decode::Decision;
+use crate::{
+    config::Route,
+    decode::{DeadLetter, DeadLetterReason, Decision},
+    dlq::header,
+};
 
-/// One consumed record and what [`crate::decode::decide`] made of it.
+/// One consumed record, travelling whole through the write stage: the record as consumed
+/// (kept for its dead letter, if it needs one), its route, what
+/// [`crate::decode::decide`] made of it, and, once written, its outcome.
 #[derive(Debug)]
 pub struct Record {
-    /// The record as consumed (kept for its dead letter, if it needs one).
+    /// The record as consumed.
     pub msg: OwnedMessage,
+    /// Where its topic's events go (`None`: a topic the map lacks).
+    pub route: Option<Arc<Route>>,
     /// Its fate.
     pub decision: Decision,
+    /// What the write did, once written.
+    pub outcome: Option<WriteOutcome>,
+}
+
+impl Record {
+    /// A record and its decided fate, not written yet.
+    pub fn new(msg: OwnedMessage, route: Option<Arc<Route>>, decision: Decision) -> Self {
+        Self {
+            msg,
+            route,
+            decision,
+            outcome: None,
+        }
+    }
+
+    /// The write, if the record is to be applied.
+    pub fn write(&self) -> Option<&Write> {
+        match &self.decision {
+            Decision::Apply(w) => Some(w),
+            Decision::DeadLetter(_) | Decision::SkipTombstone => None,
+        }
+    }
+
+    /// The dead letter, if the record is to be (or was) dead-lettered.
+    pub fn dead_letter(&self) -> Option<&DeadLetter> {
+        match &self.decision {
+            Decision::DeadLetter(d) => Some(d),
+            Decision::Apply(_) | Decision::SkipTombstone => None,
+        }
+    }
+
+    /// The metric label of its plant.
+    pub fn label(&self) -> &str {
+        self.route.as_ref().map_or("unknown", |r| r.label.as_str())
+    }
+
+    /// Takes the write's outcome; a write MongoDB refused for the document's sake
+    /// becomes a dead letter.
+    pub fn settle(&mut self, outcome: WriteOutcome) {
+        let letter = match &outcome {
+            WriteOutcome::Rejected { code, message } => Some(DeadLetter {
+                headers: vec![(header::CODE, code.to_string())],
+                ..DeadLetter::new(
+                    DeadLetterReason::MongoRejected,
+                    format!("MongoDB refused the write (code {code}): {message}"),
+                )
+            }),
+            WriteOutcome::Duplicate { index, message } => Some(DeadLetter {
+                headers: vec![
+                    (header::CODE, DUPLICATE_KEY.to_string()),
+                    (header::INDEX, index.clone()),
+                ],
+                ..DeadLetter::new(
+                    DeadLetterReason::DuplicateKey,
+                    format!(
+                        "the unique index {index} holds another image with this key (code {DUPLICATE_KEY}): {message}"
+                    ),
+                )
+            }),
+            _ => None,
+        };
+        if let Some(letter) = letter {
+            self.decision = Decision::DeadLetter(letter);
+        }
+        self.outcome = Some(outcome);
+    }
 }
 
 /// Records in consumption order, bounded by count and value bytes.
@@ -65,23 +140,9 @@ impl Batch {
     }
 }
 
-/// The offsets to store once every record of `msgs` is durable: per partition, one past
-/// the highest offset seen (Kafka's "next record to read"), in a stable order.
-pub fn next_offsets<'a>(
-    msgs: impl IntoIterator<Item = &'a OwnedMessage>,
-) -> Vec<(&'a str, i32, i64)> {
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for m in msgs {
-        let entry = next.entry((m.topic(), m.partition())).or_insert(0);
-        *entry = (*entry).max(m.offset() + 1);
-    }
-    next.into_iter().map(|((t, p), o)| (t, p, o)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Decision;
     use rdkafka::Timestamp;
 
     fn msg(topic: &str, partition: i32, offset: i64, value: &[u8]) -> OwnedMessage {
@@ -97,26 +158,7 @@ mod tests {
     }
 
     fn record(value: &[u8]) -> Record {
-        Record {
-            msg: msg("potato", 0, 0, value),
-            decision: Decision::SkipTombstone,
-        }
-    }
-
-    #[test]
-    fn next_offsets_are_one_past_the_highest_per_partition_whatever_the_order() {
-        let msgs = [
-            msg("potato", 0, 7, b""),
-            msg("potato", 1, 3, b""),
-            msg("potato", 0, 5, b""),
-            msg("tomato", 0, 0, b""),
-            msg("potato", 0, 9, b""),
-        ];
-        assert_eq!(
-            next_offsets(&msgs),
-            [("potato", 0, 10), ("potato", 1, 4), ("tomato", 0, 1)]
-        );
-        assert!(next_offsets(&[]).is_empty());
+        Record::new(msg("potato", 0, 0, value), None, Decision::SkipTombstone)
     }
 
     #[test]

@@ -20,10 +20,12 @@
 mod batch;
 mod breaker;
 mod commit;
+mod hold;
 mod write;
 
-pub use batch::{Batch, Bounds, Record, next_offsets};
+pub use batch::{Batch, Bounds, Record};
 pub use breaker::Breaker;
+pub use commit::next_offsets;
 
 use std::{sync::Arc, time::Duration};
 
@@ -39,11 +41,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{CLOSE_BOUND, ConfigError, EnvConfig, FINAL_COMMIT_BOUND, JobConfig, Route},
-    decode::{self, Decision, Limits},
+    config::{CLOSE_BOUND, ConfigError, FINAL_COMMIT_BOUND, Settings},
+    decode::{self, Decision},
     kafka::{self, JobContext},
     metrics::JobMetrics,
-    retry::{Backoff, Gave, retry},
+    retry::{Gave, retry},
 };
 
 /// Errors that stop the job (start-up only: once running, faults are retried).
@@ -66,41 +68,29 @@ struct Abandoned;
 
 /// A configured, connected job, ready to [`Job::run`].
 pub struct Job {
-    config: JobConfig,
-    routes: Vec<Route>,
+    settings: Settings,
     consumer: Arc<StreamConsumer<JobContext>>,
     producer: FutureProducer,
     repo: ImageRepository,
     metrics: JobMetrics,
-    backoff: Backoff,
-    breaker: std::sync::Mutex<Breaker>,
 }
 
 impl Job {
     /// Creates the clients. Nothing is contacted yet except to parse the Mongo URI.
-    pub async fn build(config: JobConfig, metrics: JobMetrics) -> Result<Self, JobError> {
-        config.validate()?;
-        let routes = config.routes()?;
-        let client = mongo::connect(&config.mongo_uri, "leafsync-consumer-job")
+    pub async fn build(settings: Settings, metrics: JobMetrics) -> Result<Self, JobError> {
+        let mongo = &settings.mongo;
+        let client = mongo::connect(&mongo.uri, "leafsync-consumer-job")
             .await
             .map_err(RepoError::from)?;
-        let repo = ImageRepository::new(client, &config.mongo_db, config.mongo_write_path);
-        let consumer = Arc::new(kafka::consumer(&config.kafka(), metrics.clone())?);
-        let producer = kafka::producer(&config.kafka_brokers, config.max_event_bytes)?;
-        let backoff = Backoff {
-            base: Duration::from_millis(config.retry_base_ms),
-            max: Duration::from_millis(config.retry_max_ms),
-        };
-        let breaker = Breaker::new(config.dlq_breaker_window, config.dlq_breaker_max_share);
+        let repo = ImageRepository::new(client, &mongo.db, mongo.write_path);
+        let consumer = Arc::new(kafka::consumer(&settings.kafka, metrics.clone())?);
+        let producer = kafka::producer(&settings.kafka.brokers, settings.limits.max_event_bytes)?;
         Ok(Self {
-            breaker: std::sync::Mutex::new(breaker),
-            config,
-            routes,
+            settings,
             consumer,
             producer,
             repo,
             metrics,
-            backoff,
         })
     }
 
@@ -112,7 +102,7 @@ impl Job {
             let (shutdown, abandon, bound) = (
                 shutdown.clone(),
                 abandon.clone(),
-                self.config.drain_timeout(),
+                self.settings.drain_timeout,
             );
             async move {
                 shutdown.cancelled().await;
@@ -121,36 +111,36 @@ impl Job {
             }
         });
 
-        let collections: Vec<&str> = self.routes.iter().map(|r| r.collection.as_str()).collect();
+        let collections = self.settings.routes.collections();
         // Without the unique index the stale guard cannot work, so nothing is consumed
         // before it exists. A permanent cause (duplicate ids, a non-unique index, no rights)
         // holds the job unready with an error that says what to do, instead of a crash
         // loop: `dedupe --apply` can run in the same pod, and the job goes on by itself.
-        let unindexed = self.metrics.stalled.with_label_values(&["index"]);
+        let mut holding = hold::Holding::new(&self.metrics.stalled);
         let indexed = retry(
-            self.backoff,
+            self.settings.backoff,
             &shutdown,
             || self.repo.ensure_indexes(&collections),
             |_: &RepoError| true,
             |e, attempt, delay| {
-                if !e.is_retriable() {
-                    unindexed.set(1);
-                    tracing::error!(error = %e, "cannot create the unique index on id; holding until it can");
+                if let Some(hold) = e.hold() {
+                    holding.enter(hold.as_str(), e);
                 }
                 self.retrying("startup", e, attempt, delay);
             },
         )
         .await;
-        unindexed.set(0);
+        drop(holding);
         match indexed {
             Ok(()) => {}
             Err(Gave::Abandoned) => return Ok(()),
             Err(Gave::Up(e)) => return Err(e.into()),
         }
-        kafka::ensure_topic(&self.config.kafka_brokers, &self.config.dlq_topic, 1).await;
-        let topics: Vec<&str> = self.routes.iter().map(|r| r.topic.as_str()).collect();
+        let settings = &self.settings;
+        kafka::ensure_topic(&settings.kafka.brokers, &settings.dlq_topic, 1).await;
+        let topics = settings.routes.topics();
         self.consumer.subscribe(&topics)?;
-        tracing::info!(?topics, group = %self.config.kafka_group_id, "consuming");
+        tracing::info!(?topics, group = %settings.kafka.group_id, "consuming");
 
         let (requests, asks) = mpsc::channel(1);
         tokio::join!(
@@ -163,13 +153,6 @@ impl Job {
         Ok(())
     }
 
-    fn bounds(&self) -> Bounds {
-        Bounds {
-            max_records: self.config.batch_max_messages,
-            max_bytes: self.config.batch_max_bytes,
-        }
-    }
-
     /// Gathers records until the write stage asks, then hands over what it has (after
     /// taking whatever else is ready, without waiting). Stops at shutdown; a batch it
     /// still holds then was never written, so its offsets were never committed.
@@ -178,7 +161,7 @@ impl Job {
         mut asks: mpsc::Receiver<oneshot::Sender<Batch>>,
         shutdown: &CancellationToken,
     ) {
-        let bounds = self.bounds();
+        let bounds = self.settings.bounds;
         let mut batch = Batch::default();
         let mut asked: Option<oneshot::Sender<Batch>> = None;
         loop {
@@ -225,7 +208,13 @@ impl Job {
                 return;
             }
         };
-        let label = self.label(msg.topic());
+        let (route, decision) = decode::decide(
+            &self.settings.routes,
+            self.settings.limits,
+            &msg,
+            decode::now_micros(),
+        );
+        let label = route.as_ref().map_or("unknown", |r| r.label.as_str());
         self.metrics
             .events_consumed
             .with_label_values(&[label])
@@ -235,11 +224,6 @@ impl Job {
             .bytes_processed
             .with_label_values(&[label])
             .inc_by(u64::try_from(size).unwrap_or(u64::MAX));
-        let limits = Limits {
-            max_event_bytes: self.config.max_event_bytes,
-            tombstones: self.config.tombstone_policy,
-        };
-        let decision = decode::decide(&self.routes, limits, &msg);
         if matches!(decision, Decision::SkipTombstone) {
             self.metrics
                 .tombstones_skipped
@@ -252,7 +236,7 @@ impl Job {
                 "Skipped tombstone (policy: skip)"
             );
         }
-        batch.push(Record { msg, decision });
+        batch.push(Record::new(msg, route, decision));
     }
 
     /// Asks the fetch stage for a batch whenever it is free, and writes and commits it.
@@ -263,6 +247,10 @@ impl Job {
         shutdown: &CancellationToken,
         abandon: &CancellationToken,
     ) {
+        let mut breaker = Breaker::new(
+            self.settings.breaker.window,
+            self.settings.breaker.max_share,
+        );
         loop {
             let (reply, batch) = oneshot::channel();
             if requests.send(reply).await.is_err() {
@@ -277,7 +265,7 @@ impl Job {
                 },
             };
             let records = batch.len();
-            if self.process(batch, abandon).await.is_err() {
+            if self.process(batch, &mut breaker, abandon).await.is_err() {
                 tracing::warn!(
                     records,
                     "drain bound reached: abandoned the in-flight batch; its offsets stay uncommitted and it will be replayed"
@@ -314,13 +302,6 @@ impl Job {
             );
         }
         tracing::info!("consumer-job stopped");
-    }
-
-    fn label(&self, topic: &str) -> &str {
-        self.routes
-            .iter()
-            .find(|r| r.topic == topic)
-            .map_or("unknown", |r| r.label.as_str())
     }
 
     fn retrying(

@@ -3,12 +3,16 @@
 //! then the commit. Each record gets an outcome in the metrics and the log.
 
 use leafsync_core::{RepoError, Write, WriteOutcome};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::{Abandoned, Job, batch::Batch};
+use super::{
+    Abandoned, Job,
+    batch::{Batch, Record},
+    breaker::Breaker,
+    hold::Holding,
+};
 use crate::{
-    decode::{DeadLetter, Decision},
     dlq,
     retry::{Gave, retry},
 };
@@ -17,63 +21,41 @@ impl Job {
     /// Applies one batch and commits it. `Err` only when abandoned at the drain deadline.
     pub(super) async fn process(
         &self,
-        batch: Batch,
+        mut batch: Batch,
+        breaker: &mut Breaker,
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
         let started = std::time::Instant::now();
-        let mut msgs: Vec<OwnedMessage> = Vec::with_capacity(batch.len());
-        let mut writes: Vec<Write> = Vec::new();
-        let mut write_records: Vec<usize> = Vec::new();
-        let mut dead: Vec<(usize, DeadLetter)> = Vec::new();
-        for (i, record) in batch.records.into_iter().enumerate() {
-            msgs.push(record.msg);
-            match record.decision {
-                Decision::Apply(w) => {
-                    writes.push(w);
-                    write_records.push(i);
-                }
-                Decision::DeadLetter(d) => dead.push((i, d)),
-                Decision::SkipTombstone => {}
+        let writes: Vec<&Write> = batch.records.iter().filter_map(Record::write).collect();
+        if !writes.is_empty() {
+            let outcomes = self.apply(&writes, abandon).await?;
+            let written = batch.records.iter_mut().filter(|r| r.write().is_some());
+            for (record, outcome) in written.zip(outcomes) {
+                record.settle(outcome);
+            }
+        }
+        for record in &batch.records {
+            if let (Some(outcome), Some(w)) = (&record.outcome, record.write()) {
+                self.record_outcome(record.label(), w, outcome);
             }
         }
 
-        let outcomes = if writes.is_empty() {
-            Vec::new()
-        } else {
-            self.apply(&writes, abandon).await?
-        };
-        for ((w, &i), outcome) in writes.iter().zip(&write_records).zip(outcomes) {
-            let label = self.label(msgs[i].topic());
-            if let WriteOutcome::Rejected { code, message } = outcome {
-                dead.push((
-                    i,
-                    DeadLetter {
-                        reason: "mongo-rejected",
-                        detail: format!("MongoDB refused the write (code {code}): {message}"),
-                        omit_value: false,
-                    },
-                ));
-                continue;
-            }
-            self.record_outcome(label, w, &outcome);
+        let dead = batch
+            .records
+            .iter()
+            .filter(|r| r.dead_letter().is_some())
+            .count();
+        if !breaker.admit(batch.len(), dead) {
+            return Err(self.hold_for_the_breaker(batch.len(), dead, abandon).await);
         }
-
-        let admitted = self
-            .breaker
-            .lock()
-            .map_or(true, |mut b| b.admit(msgs.len(), dead.len()));
-        if !admitted {
-            return Err(self
-                .hold_for_the_breaker(msgs.len(), dead.len(), abandon)
-                .await);
-        }
-        self.dead_letter(&msgs, &dead, abandon).await?;
-        self.commit_batch(&msgs, abandon).await?;
+        self.dead_letter(&batch.records, abandon).await?;
+        self.commit_batch(batch.records.iter().map(|r| &r.msg), abandon)
+            .await?;
         self.metrics
             .batch_duration
             .observe(started.elapsed().as_secs_f64());
         #[allow(clippy::cast_precision_loss)] // batch sizes are far below 2^52
-        self.metrics.batch_size.observe(msgs.len() as f64);
+        self.metrics.batch_size.observe(batch.len() as f64);
         Ok(())
     }
 
@@ -87,10 +69,11 @@ impl Job {
             WriteOutcome::Collapsed => "Collapsed (a later version in the batch covers it)",
             WriteOutcome::Stale => "Stale (stored image is newer, event ignored)",
             WriteOutcome::Rejected { .. } => "Rejected",
+            WriteOutcome::Duplicate { .. } => "Duplicate key on another unique index",
         };
         tracing::info!(
             plant = label,
-            id = w.change.id,
+            id = w.change.id.get(),
             outcome = name,
             "{verb} {label} #{}",
             w.change.id
@@ -125,8 +108,8 @@ impl Job {
         tracing::error!(
             records,
             dead,
-            window = self.config.dlq_breaker_window,
-            max_share = self.config.dlq_breaker_max_share,
+            window = self.settings.breaker.window,
+            max_share = self.settings.breaker.max_share,
             "dead-letter breaker open: too many records of the last window would be dead-lettered; \
              holding the stream (nothing dead-lettered or committed) until restarted. Inspect the \
              records, fix their producer, or raise LEAFSYNC_DLQ_BREAKER_MAX_SHARE and restart"
@@ -137,29 +120,30 @@ impl Job {
 
     /// The bulk upsert with retries. Every failure that is not the documents' own is
     /// waited out, however long: transient ones quietly, others (credentials, roles, a full
-    /// disk, unknown codes) with the job unready (`mongo-refused`), since dead-lettering
-    /// the stream would not help. A document-level failure of the whole bulk is narrowed
+    /// disk, a write concern the deployment cannot satisfy) held, with the job unready
+    /// ([`leafsync_core::Hold`]), since dead-lettering the stream would not help. A document-level failure of the whole bulk is narrowed
     /// down by applying the writes one at a time, so only the culprit is rejected.
     async fn apply(
         &self,
-        writes: &[Write],
+        writes: &[&Write],
         abandon: &CancellationToken,
     ) -> Result<Vec<WriteOutcome>, Abandoned> {
-        let refused = self.metrics.stalled.with_label_values(&["mongo-refused"]);
+        let mut holding = Holding::new(&self.metrics.stalled);
         let result = retry(
-            self.backoff,
+            self.settings.backoff,
             abandon,
             || self.repo.apply(writes),
             |e: &RepoError| !e.is_document_level(),
             |e, attempt, delay| {
-                if !e.is_retriable() {
-                    refused.set(1);
+                match e.hold() {
+                    Some(hold) => holding.enter(hold.as_str(), e),
+                    None => holding.leave(),
                 }
                 self.retrying("mongo", e, attempt, delay);
             },
         )
         .await;
-        refused.set(0);
+        drop(holding);
         match result {
             Ok(outcomes) => Ok(outcomes),
             Err(Gave::Abandoned) => Err(Abandoned),
@@ -170,18 +154,18 @@ impl Job {
             Err(Gave::Up(e)) => {
                 tracing::warn!(error = %e, "bulk write failed permanently; applying its writes one by one");
                 let mut outcomes = Vec::with_capacity(writes.len());
-                for w in writes {
-                    outcomes.extend(Box::pin(self.apply(std::slice::from_ref(w), abandon)).await?);
+                for &w in writes {
+                    outcomes.extend(Box::pin(self.apply(&[w], abandon)).await?);
                 }
                 Ok(outcomes)
             }
         }
     }
 
+    /// Sends every dead letter of the batch, each retried until the topic takes it.
     async fn dead_letter(
         &self,
-        msgs: &[OwnedMessage],
-        dead: &[(usize, DeadLetter)],
+        records: &[Record],
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
         let unsent = self
@@ -189,31 +173,35 @@ impl Job {
             .stalled
             .with_label_values(&["dead-letter-send"]);
         let unsent = &unsent;
-        let sends = dead.iter().map(|(i, letter)| async move {
-            let msg = &msgs[*i];
-            let sent = retry(
-                self.backoff,
-                abandon,
-                || dlq::send(&self.producer, &self.config.dlq_topic, msg, letter),
-                |_| true,
-                |e, attempt, delay| {
-                    unsent.set(1);
-                    self.retrying("dead-letter", e, attempt, delay);
-                },
-            )
-            .await;
-            match sent {
-                Ok(()) => {
-                    self.metrics.dead_lettered.with_label_values(&[letter.reason]).inc();
-                    tracing::warn!(
-                        topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
-                        reason = letter.reason, detail = %letter.detail,
-                        "Dead-lettered {}[{}]@{}: {}", msg.topic(), msg.partition(), msg.offset(), letter.reason
-                    );
-                    Ok(())
+        let sends = records.iter().filter_map(|record| {
+            let letter = record.dead_letter()?;
+            let msg = &record.msg;
+            Some(async move {
+                let sent = retry(
+                    self.settings.backoff,
+                    abandon,
+                    || dlq::send(&self.producer, &self.settings.dlq_topic, msg, letter),
+                    |_| true,
+                    |e, attempt, delay| {
+                        unsent.set(1);
+                        self.retrying("dead-letter", e, attempt, delay);
+                    },
+                )
+                .await;
+                match sent {
+                    Ok(()) => {
+                        let reason = letter.reason.as_str();
+                        self.metrics.dead_lettered.with_label_values(&[reason]).inc();
+                        tracing::warn!(
+                            topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+                            reason, detail = %letter.detail,
+                            "Dead-lettered {}[{}]@{}: {reason}", msg.topic(), msg.partition(), msg.offset()
+                        );
+                        Ok(())
+                    }
+                    Err(_) => Err(Abandoned),
                 }
-                Err(_) => Err(Abandoned),
-            }
+            })
         });
         let result = futures::future::try_join_all(sends).await.map(|_| ());
         unsent.set(0);

@@ -3,37 +3,40 @@
 //! changed while the job was down longer than that) and what an older writer stored with
 //! the wrong BSON types. The `reconcile` binary is a thin shell around [`reconcile`].
 //!
-//! Each producer collection is read in pages by `id` (memory bounded by the page, the
-//! reads rate-limited), the consumer's images of the same id range are read beside it,
-//! and each pair is judged by [`leafsync_core::compare::classify`]. Repairs go through
-//! [`ImageRepository::apply`], the job's own write path and stale guard: a run beside a
-//! live job never moves an image back in time, and one the stream updated meanwhile
-//! comes back `Stale` and is kept. Images only in the consumer DB are reported, and
-//! deleted only when asked (after checking once more that the producer lacks them).
+//! Each collection is walked on both sides at once, in `id` order, a page at a time
+//! ([`walk::Walk`]: memory bounded by two pages whatever either side holds), reads
+//! rate-limited, and each pair is judged by [`leafsync_core::compare::classify`].
+//! Repairs go through [`ImageRepository::apply`], the job's own write path and stale
+//! guard: a run beside a live job never moves an image back in time, and one the stream
+//! updated meanwhile comes back `Stale` and is kept. The one repair that goes back is a
+//! consumer version ahead of both the producer's and the clock (a producer with a wrong
+//! clock, [`Verdict::Future`]): it is replaced by the producer's version, but only while
+//! it is still that same future version. Images only in the consumer DB are reported,
+//! and deleted only when asked (after checking once more that the producer lacks them).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use futures::TryStreamExt;
 use leafsync_core::{
-    ImageChange, ImageRepository, RepoError, Write, WriteOutcome,
+    CollectionName, ImageChange, ImageRepository, RepoError, Write, WriteOutcome,
     compare::{Verdict, classify, id_of},
     view::image_json,
 };
 use mongodb::{
     Database,
     bson::{Document, doc},
-    options::FindOptions,
 };
 use serde_json::Value;
 
 mod summary;
+pub mod walk;
 
 pub use summary::{Summary, Tally, exit_code};
+use walk::{Pair, Walk};
 
 /// How a run reads and what it may change.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Producer images per page (and consumer images per orphan page).
+    /// Documents per page, on each side.
     pub page_size: u32,
     /// Producer images read per second at most.
     pub max_per_second: u32,
@@ -41,6 +44,9 @@ pub struct Options {
     pub dry_run: bool,
     /// Delete images found only in the consumer DB.
     pub delete_orphans: bool,
+    /// A consumer version further ahead of the clock than this, and ahead of the
+    /// producer's, is [`Verdict::Future`] (the job's `LEAFSYNC_MAX_FUTURE_SKEW`).
+    pub max_future_skew: Duration,
 }
 
 /// Why a run stopped.
@@ -56,201 +62,193 @@ pub enum ReconcileError {
 
 /// The event the Image API would send for a stored producer image: the job's own parser
 /// turns it into the change, so types and the version come out as the job makes them.
-fn change_of(image: &Document) -> Option<ImageChange> {
+pub fn change_of(image: &Document) -> Option<ImageChange> {
     match image_json(image) {
         Value::Object(map) => ImageChange::from_json_object(map).ok(),
         _ => None,
     }
 }
 
-/// The filter for `id` in `(after, upto]` (either end open): one predicate on one field.
-fn id_range(after: Option<i64>, upto: Option<i64>) -> Document {
-    let mut range = Document::new();
-    if let Some(after) = after {
-        range.insert("$gt", after);
-    }
-    if let Some(upto) = upto {
-        range.insert("$lte", upto);
-    }
-    if range.is_empty() {
-        doc! {}
-    } else {
-        doc! { "id": range }
-    }
+/// The latest `updated_at` (epoch milliseconds) a consumer copy may have without being
+/// [`Verdict::Future`]: now plus the skew.
+pub fn horizon(max_future_skew: Duration) -> i64 {
+    let now = mongodb::bson::DateTime::now().timestamp_millis();
+    now.saturating_add(i64::try_from(max_future_skew.as_millis()).unwrap_or(i64::MAX))
 }
 
-async fn page(
-    db: &Database,
-    collection: &str,
-    filter: Document,
-    limit: Option<u32>,
-) -> mongodb::error::Result<Vec<Document>> {
-    let options = FindOptions::builder()
-        .sort(doc! { "id": 1 })
-        .limit(limit.map(i64::from))
-        .build();
-    db.collection::<Document>(collection)
-        .find(filter)
-        .with_options(options)
-        .await?
-        .try_collect()
-        .await
+/// One repair to make: the producer's image as a write, why, and for a future version
+/// the copy it replaces.
+struct Repair {
+    id: i64,
+    write: Write,
+    verdict: Verdict,
+    replaces: Option<Document>,
 }
 
-/// Judges a producer page against the consumer's copies (taking them out of `copies`, so
-/// what is left are orphans); returns the repairs to write and what each repairs.
-fn judge(
-    images: &[Document],
-    copies: &mut BTreeMap<i64, Document>,
-    collection: &str,
-    tally: &mut Tally,
-) -> (Vec<Write>, Vec<(i64, Verdict)>) {
-    let mut writes = Vec::new();
-    let mut verdicts = Vec::new();
-    for image in images {
-        tally.checked += 1;
-        let Some(id) = id_of(image) else {
-            tally.failed += 1;
-            tracing::warn!(collection, "a producer image has no integer id; skipped");
-            continue;
-        };
-        match classify(image, copies.remove(&id).as_ref()) {
-            Verdict::InSync => tally.in_sync += 1,
-            Verdict::ConsumerNewer => tally.kept_newer += 1,
-            verdict => {
-                if let Some(change) = change_of(image) {
-                    writes.push(Write {
-                        collection: collection.to_owned(),
-                        change,
-                    });
-                    verdicts.push((id, verdict));
-                } else {
-                    tally.failed += 1;
-                    tracing::warn!(
-                        collection,
-                        id,
-                        "the producer image does not parse as an event; skipped"
-                    );
-                }
-            }
-        }
-    }
-    (writes, verdicts)
-}
-
-/// Reconciles one collection; `progress(done)` after every page.
+/// Reconciles one collection; `progress(done)` after every page's worth of images.
 pub async fn reconcile(
     producer: &Database,
     consumer: &ImageRepository,
-    collection: &str,
+    name: &CollectionName,
     options: &Options,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Tally, ReconcileError> {
+    let collection = name.as_str();
     let mut tally = Tally::default();
     let started = tokio::time::Instant::now();
-    let mut after: Option<i64> = None;
-    loop {
-        let images = page(
-            producer,
-            collection,
-            id_range(after, None),
-            Some(options.page_size),
-        )
-        .await?;
-        let full = images.len() == options.page_size as usize;
-        let upto = images.iter().rev().find_map(id_of);
-        // The consumer's images of the same range; past the producer's last id, pages.
-        let copies = match upto {
-            Some(upto) => {
-                page(
-                    consumer.database(),
-                    collection,
-                    id_range(after, Some(upto)),
-                    None,
-                )
-                .await?
+    let page = options.page_size.max(1) as usize;
+    let horizon = horizon(options.max_future_skew);
+    let mut walk = Walk::new(
+        producer.collection(collection),
+        consumer.database().collection(collection),
+        options.page_size,
+        None,
+    );
+    let mut repairs: Vec<Repair> = Vec::with_capacity(page);
+    let mut orphans: Vec<i64> = Vec::with_capacity(page);
+    let mut pairs: usize = 0;
+    while let Some((id, pair)) = walk.next().await? {
+        pairs += 1;
+        match pair {
+            Pair::ConsumerOnly(_) => orphans.push(id),
+            Pair::ProducerOnly(image) => {
+                tally.checked += 1;
+                judge(id, &image, None, name, horizon, &mut repairs, &mut tally);
             }
-            None => Vec::new(),
-        };
-        let mut copies: BTreeMap<i64, Document> = copies
-            .into_iter()
-            .filter_map(|d| Some((id_of(&d)?, d)))
-            .collect();
-        let (writes, verdicts) = judge(&images, &mut copies, collection, &mut tally);
-        apply(consumer, &writes, &verdicts, options.dry_run, &mut tally).await?;
-        orphans(
-            producer,
-            consumer,
+            Pair::Both {
+                producer: image,
+                consumer: copy,
+            } => {
+                tally.checked += 1;
+                judge(
+                    id,
+                    &image,
+                    Some(copy),
+                    name,
+                    horizon,
+                    &mut repairs,
+                    &mut tally,
+                );
+            }
+        }
+        if repairs.len() >= page {
+            apply(consumer, &mut repairs, options.dry_run, &mut tally).await?;
+        }
+        if orphans.len() >= page {
+            settle_orphans(
+                producer,
+                consumer,
+                collection,
+                &mut orphans,
+                options,
+                &mut tally,
+            )
+            .await?;
+        }
+        if pairs % page == 0 {
+            progress(tally.checked);
+            // The rate limit: never ahead of `max_per_second` since the start.
+            let due = Duration::from_millis(
+                walk.producer_read().saturating_mul(1000)
+                    / u64::from(options.max_per_second.max(1)),
+            );
+            tokio::time::sleep_until(started + due).await;
+        }
+    }
+    apply(consumer, &mut repairs, options.dry_run, &mut tally).await?;
+    settle_orphans(
+        producer,
+        consumer,
+        collection,
+        &mut orphans,
+        options,
+        &mut tally,
+    )
+    .await?;
+    let (producer_skipped, consumer_skipped) = walk.skipped();
+    if producer_skipped + consumer_skipped > 0 {
+        tracing::warn!(
             collection,
-            copies.into_keys(),
-            options,
-            &mut tally,
-        )
-        .await?;
-        progress(tally.checked);
-        // The rate limit: never ahead of `max_per_second` since the start.
-        let due = Duration::from_millis(
-            tally.checked.saturating_mul(1000) / u64::from(options.max_per_second.max(1)),
+            producer_skipped,
+            consumer_skipped,
+            "documents whose id is not an integer were skipped (see `dedupe` for the consumer's)"
         );
-        tokio::time::sleep_until(started + due).await;
-        if !full || upto.is_none() {
-            after = upto.or(after);
-            break;
-        }
-        after = upto;
     }
-    // Past the producer's last id: only orphans, a page at a time.
-    loop {
-        let tail = page(
-            consumer.database(),
-            collection,
-            id_range(after, None),
-            Some(options.page_size),
-        )
-        .await?;
-        let ids: Vec<i64> = tail.iter().filter_map(id_of).collect();
-        let Some(&last) = ids.last() else { break };
-        orphans(
-            producer,
-            consumer,
-            collection,
-            ids.into_iter(),
-            options,
-            &mut tally,
-        )
-        .await?;
-        after = Some(last);
-        if tail.len() < options.page_size as usize {
-            break;
-        }
-    }
+    tally.failed += producer_skipped;
+    progress(tally.checked);
     Ok(tally)
+}
+
+/// Judges one producer image against the consumer's copy (if any); a repair it needs
+/// goes into `repairs`.
+fn judge(
+    id: i64,
+    image: &Document,
+    copy: Option<Document>,
+    collection: &CollectionName,
+    horizon: i64,
+    repairs: &mut Vec<Repair>,
+    tally: &mut Tally,
+) {
+    let verdict = classify(image, copy.as_ref(), horizon);
+    match verdict {
+        Verdict::InSync => tally.in_sync += 1,
+        Verdict::ConsumerNewer => tally.kept_newer += 1,
+        verdict => {
+            let Some(change) = change_of(image) else {
+                tally.failed += 1;
+                tracing::warn!(%collection, id, "the producer image does not parse as an event; skipped");
+                return;
+            };
+            repairs.push(Repair {
+                id,
+                write: Write {
+                    collection: collection.clone(),
+                    change,
+                },
+                replaces: matches!(verdict, Verdict::Future(_))
+                    .then_some(copy)
+                    .flatten(),
+                verdict,
+            });
+        }
+    }
 }
 
 async fn apply(
     consumer: &ImageRepository,
-    writes: &[Write],
-    verdicts: &[(i64, Verdict)],
+    repairs: &mut Vec<Repair>,
     dry_run: bool,
     tally: &mut Tally,
 ) -> Result<(), ReconcileError> {
     let count = |tally: &mut Tally, verdict: &Verdict| match verdict {
         Verdict::Missing => tally.copied += 1,
         Verdict::Mistyped(_) => tally.retyped += 1,
+        Verdict::Future(_) => tally.future += 1,
         _ => tally.updated += 1,
     };
+    let repairs = std::mem::take(repairs);
     if dry_run {
-        for (id, verdict) in verdicts {
-            tracing::info!(id, ?verdict, "would repair");
-            count(tally, verdict);
+        for r in &repairs {
+            tracing::info!(id = r.id, verdict = ?r.verdict, "would repair");
+            count(tally, &r.verdict);
         }
         return Ok(());
     }
-    if writes.is_empty() {
-        return Ok(());
+    let (future, guarded): (Vec<Repair>, Vec<Repair>) =
+        repairs.into_iter().partition(|r| r.replaces.is_some());
+    let writes: Vec<&Write> = guarded.iter().map(|r| &r.write).collect();
+    let mut outcomes = if writes.is_empty() {
+        Vec::new()
+    } else {
+        consumer.apply(&writes).await?
+    };
+    for r in &future {
+        let copy = r.replaces.as_ref().expect("partitioned on it");
+        outcomes.push(consumer.replace_future(&r.write, copy).await?);
     }
-    let outcomes = consumer.apply(writes).await?;
-    for ((id, verdict), outcome) in verdicts.iter().zip(outcomes) {
+    for (r, outcome) in guarded.iter().chain(&future).zip(outcomes) {
+        let (id, verdict) = (r.id, &r.verdict);
         match outcome {
             WriteOutcome::Inserted | WriteOutcome::Updated => count(tally, verdict),
             WriteOutcome::Stale => tally.kept_newer += 1,
@@ -262,62 +260,73 @@ async fn apply(
                 tally.failed += 1;
                 tracing::error!(id, code, message, "MongoDB refused the repair");
             }
+            WriteOutcome::Duplicate { index, message } => {
+                tally.failed += 1;
+                tracing::error!(
+                    id,
+                    index,
+                    message,
+                    "another image holds this key of a unique index"
+                );
+            }
         }
     }
     Ok(())
 }
 
-async fn orphans(
+/// Images only the consumer holds: checked once more against the producer (one query
+/// for the lot: an image created there after the walk passed is no orphan), reported,
+/// and deleted when asked.
+async fn settle_orphans(
     producer: &Database,
     consumer: &ImageRepository,
     collection: &str,
-    ids: impl Iterator<Item = i64>,
+    ids: &mut Vec<i64>,
     options: &Options,
     tally: &mut Tally,
 ) -> Result<(), ReconcileError> {
-    for id in ids {
-        // Created in the producer since its page was read (and streamed to the consumer
-        // already)? Then it is no orphan.
-        let filter = doc! { "id": id };
-        let in_producer = producer
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let candidates = std::mem::take(ids);
+    let found: Vec<i64> = {
+        use futures::TryStreamExt;
+        producer
             .collection::<Document>(collection)
-            .find_one(filter.clone())
-            .projection(doc! { "_id": 1 })
-            .await?;
-        if in_producer.is_some() {
-            continue;
-        }
-        tally.orphans += 1;
-        if !options.delete_orphans {
+            .find(doc! { "id": { "$in": candidates.clone() } })
+            .projection(doc! { "_id": 0, "id": 1 })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .iter()
+            .filter_map(id_of)
+            .collect()
+    };
+    let orphans: Vec<i64> = candidates
+        .into_iter()
+        .filter(|id| !found.contains(id))
+        .collect();
+    tally.orphans += orphans.len() as u64;
+    if !options.delete_orphans {
+        for id in &orphans {
             tracing::info!(collection, id, "only in the consumer DB");
-            continue;
         }
-        if options.dry_run {
-            tally.deleted += 1;
-            continue;
-        }
-        consumer
-            .database()
-            .collection::<Document>(collection)
-            .delete_one(filter)
-            .await
-            .map_err(RepoError::from)?;
-        tally.deleted += 1;
+        return Ok(());
     }
+    if options.dry_run || orphans.is_empty() {
+        tally.deleted += if options.dry_run {
+            orphans.len() as u64
+        } else {
+            0
+        };
+        return Ok(());
+    }
+    let deleted = consumer
+        .database()
+        .collection::<Document>(collection)
+        .delete_many(doc! { "id": { "$in": orphans } })
+        .await
+        .map_err(RepoError::from)?;
+    tally.deleted += deleted.deleted_count;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn id_ranges_are_one_predicate_on_id() {
-        assert_eq!(id_range(None, None), doc! {});
-        assert_eq!(id_range(Some(3), None), doc! { "id": { "$gt": 3_i64 } });
-        assert_eq!(
-            id_range(Some(3), Some(9)),
-            doc! { "id": { "$gt": 3_i64, "$lte": 9_i64 } }
-        );
-    }
 }

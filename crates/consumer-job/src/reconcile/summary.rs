@@ -19,6 +19,9 @@ pub struct Tally {
     pub retyped: u64,
     /// Newer in the consumer DB (the stream got there first): kept.
     pub kept_newer: u64,
+    /// Ahead of the producer and of the clock in the consumer DB (a producer with a wrong
+    /// clock): replaced by the producer's older version.
+    pub future: u64,
     /// Written, yet still different (e.g. a field only the consumer has): left as is.
     pub unrepaired: u64,
     /// Only in the consumer DB.
@@ -33,7 +36,7 @@ impl Tally {
     /// Differences still there after this run (all of them in a dry run).
     pub fn remaining(&self, dry_run: bool) -> u64 {
         let repairs = if dry_run {
-            self.copied + self.updated + self.retyped
+            self.copied + self.updated + self.retyped + self.future
         } else {
             0
         };
@@ -59,7 +62,7 @@ impl fmt::Display for Summary<'_> {
         let verb = if self.dry_run { "would " } else { "" };
         writeln!(
             f,
-            "{:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11} {:>10} {:>8} {:>8} {:>7}",
+            "{:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11} {:>7} {:>10} {:>8} {:>8} {:>7}",
             "plant",
             "checked",
             "in-sync",
@@ -67,6 +70,7 @@ impl fmt::Display for Summary<'_> {
             "updated",
             "retyped",
             "kept-newer",
+            "future",
             "unrepaired",
             "orphans",
             "deleted",
@@ -75,13 +79,14 @@ impl fmt::Display for Summary<'_> {
         for (plant, t) in self.plants {
             writeln!(
                 f,
-                "{plant:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11} {:>10} {:>8} {:>8} {:>7}",
+                "{plant:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11} {:>7} {:>10} {:>8} {:>8} {:>7}",
                 t.checked,
                 t.in_sync,
                 t.copied,
                 t.updated,
                 t.retyped,
                 t.kept_newer,
+                t.future,
                 t.unrepaired,
                 t.orphans,
                 t.deleted,
@@ -94,6 +99,15 @@ impl fmt::Display for Summary<'_> {
             .map(|(_, t)| t.remaining(self.dry_run))
             .sum();
         let failed: u64 = self.plants.iter().map(|(_, t)| t.failed).sum();
+        let future: u64 = self.plants.iter().map(|(_, t)| t.future).sum();
+        if future > 0 {
+            writeln!(
+                f,
+                "future: {future} image(s) in the consumer DB carried an updated_at ahead of the \
+                 producer's and of the clock (a producer with a wrong clock); {verb}replaced by \
+                 the producer's version although it is older"
+            )?;
+        }
         if self.dry_run {
             write!(
                 f,

@@ -18,11 +18,10 @@ pub(super) fn nullable(
     }
 }
 
-pub(super) fn parse_id(value: &Value) -> Result<i64, EventError> {
+pub(super) fn parse_id(value: &Value) -> Result<ImageId, EventError> {
     parse_int("id", value)
         .ok()
         .and_then(ImageId::new)
-        .map(ImageId::get)
         .ok_or_else(|| EventError::InvalidId(brief(value)))
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Everything the rest of the pipeline relies on is checked here, once: the `id` is an
 //! integer, `data` is hex, dates are dates. A value that fails is an [`EventError`], which
-//! the job dead-letters with [`EventError::reason`] as the machine-readable cause.
+//! the job dead-letters, its variant the machine-readable cause.
 //!
 //! Types follow what pymongo writes into the producer DB, because the Db Synchronizer and
 //! our `verify` compare against it: integers are Int32 when they fit (else Int64), `data`
@@ -16,6 +16,8 @@ mod fields;
 use mongodb::bson::{self, Bson, Document};
 use serde_json::{Map, Value};
 
+use crate::ImageId;
+
 use fields::{
     bson_date, extra_field, nullable, number_to_f64, parse_coordinates, parse_date, parse_hex,
     parse_id, parse_int, wrong_type,
@@ -25,7 +27,7 @@ use fields::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageChange {
     /// The image's LIMS id (unique per plant collection).
-    pub id: i64,
+    pub id: ImageId,
     /// Where this event stands in the image's history; see [`Version`].
     pub version: Version,
     /// The fields present in the event, converted to BSON, `id` included.
@@ -57,7 +59,8 @@ pub enum Version {
 }
 
 /// Why a record value cannot become an [`ImageChange`]. Every variant is permanent:
-/// retrying the same bytes gives the same answer, so the job dead-letters them.
+/// retrying the same bytes gives the same answer, so the job dead-letters them (the
+/// job's `DeadLetterReason` names each variant).
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     /// Not UTF-8 JSON at all.
@@ -103,22 +106,6 @@ pub enum EventError {
     InvalidFieldName(String),
 }
 
-impl EventError {
-    /// A stable, machine-readable cause for dead-letter headers and metric labels.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            EventError::InvalidJson(_) => "invalid-json",
-            EventError::NotAnObject => "not-an-object",
-            EventError::MissingId => "missing-id",
-            EventError::InvalidId(_) => "invalid-id",
-            EventError::InvalidHex { .. } => "invalid-hex",
-            EventError::InvalidDate { .. } => "invalid-date",
-            EventError::WrongType { .. } => "wrong-type",
-            EventError::InvalidFieldName(_) => "invalid-field-name",
-        }
-    }
-}
-
 impl ImageChange {
     /// Parses a record value (the Image API's JSON) into a change.
     pub fn from_json_slice(value: &[u8]) -> Result<Self, EventError> {
@@ -141,7 +128,7 @@ impl ImageChange {
                 // The consumer's `_id` is its own ObjectId, as in the batch synchronizer;
                 // the version field is ours, derived from `updated_at` below.
                 "_id" | VERSION_FIELD => continue,
-                "id" => int_bson(id),
+                "id" => int_bson(id.get()),
                 "camera_id" => nullable(value, |v| parse_int("camera_id", &v).map(int_bson))?,
                 "data" => nullable(value, parse_hex)?,
                 "gps_coordinates" => nullable(value, parse_coordinates)?,
@@ -196,7 +183,7 @@ impl ImageChange {
     /// newer, the filter matches nothing, the upsert tries to insert a second `id` and the
     /// server answers E11000, which the repository reports as [`crate::WriteOutcome::Stale`].
     pub fn guard_filter(&self) -> Document {
-        let id = int_bson(self.id);
+        let id = int_bson(self.id.get());
         match self.version {
             Version::Unversioned => bson::doc! { "id": id },
             Version::Initial => bson::doc! { "id": id, "updated_at": Bson::Null },
@@ -207,6 +194,21 @@ impl ImageChange {
                 "updated_at": { "$not": { "$gt": bson_date(micros) } },
                 VERSION_FIELD: { "$not": { "$gt": micros } },
             },
+        }
+    }
+
+    /// [`Self::guard_filter`] for a first try: a versioned event matches only a stored
+    /// version strictly older than its own (or none), so a matched statement is known to
+    /// change the image (its version field at least). An equal version, a replay, then
+    /// collides like an older one and is retried under the plain guard.
+    pub fn strict_guard_filter(&self) -> Document {
+        match self.version {
+            Version::At(micros) => bson::doc! {
+                "id": int_bson(self.id.get()),
+                "updated_at": { "$not": { "$gt": bson_date(micros) } },
+                VERSION_FIELD: { "$not": { "$gte": micros } },
+            },
+            Version::Initial | Version::Unversioned => self.guard_filter(),
         }
     }
 
@@ -248,7 +250,7 @@ mod tests {
     #[test]
     fn a_full_create_event_gets_the_producer_db_types() {
         let c = change(&full_event()).unwrap();
-        assert_eq!(c.id, 7);
+        assert_eq!(c.id.get(), 7);
         assert_eq!(c.version, Version::Initial);
         assert_eq!(c.set.get("id"), Some(&Bson::Int32(7)));
         assert_eq!(c.set.get("camera_id"), Some(&Bson::Int32(2)));
@@ -342,8 +344,8 @@ mod tests {
 
     #[test]
     fn liberal_ids_are_accepted_when_unambiguous() {
-        assert_eq!(change(&json!({"id": "12"})).unwrap().id, 12);
-        assert_eq!(change(&json!({"id": 12.0})).unwrap().id, 12);
+        assert_eq!(change(&json!({"id": "12"})).unwrap().id.get(), 12);
+        assert_eq!(change(&json!({"id": 12.0})).unwrap().id.get(), 12);
         assert_eq!(
             change(&json!({"id": 5_000_000_000_i64}))
                 .unwrap()
@@ -361,6 +363,20 @@ mod tests {
         assert_eq!(c.set.get_str("label").unwrap(), "x");
         assert_eq!(c.set.get("n"), Some(&Bson::Int32(3)));
         assert!(c.set.get_document("nested").is_ok());
+    }
+
+    /// The variant's name, kebab-cased as the job's dead-letter reason spells it.
+    fn kind(e: &EventError) -> &'static str {
+        match e {
+            EventError::InvalidJson(_) => "invalid-json",
+            EventError::NotAnObject => "not-an-object",
+            EventError::MissingId => "missing-id",
+            EventError::InvalidId(_) => "invalid-id",
+            EventError::InvalidHex { .. } => "invalid-hex",
+            EventError::InvalidDate { .. } => "invalid-date",
+            EventError::WrongType { .. } => "wrong-type",
+            EventError::InvalidFieldName(_) => "invalid-field-name",
+        }
     }
 
     #[test]
@@ -387,7 +403,7 @@ mod tests {
         ];
         for (bytes, reason) in cases {
             let err = ImageChange::from_json_slice(bytes).unwrap_err();
-            assert_eq!(err.reason(), reason, "{}", String::from_utf8_lossy(bytes));
+            assert_eq!(kind(&err), reason, "{}", String::from_utf8_lossy(bytes));
         }
     }
 }

@@ -44,8 +44,18 @@ pub enum RepoError {
         /// The collection.
         collection: String,
     },
-    /// The server refused a statement for a reason that is not the document's (roles,
-    /// credentials, disk, an unknown code): every other statement would fare the same.
+    /// The write concern cannot be satisfied (codes 100, 79): the stream is held until the
+    /// deployment or `LEAFSYNC_MONGO_URI` changes; retrying is all that is left.
+    #[error("mongodb cannot satisfy the write concern (code {code}): {message}")]
+    WriteConcern {
+        /// Server error code.
+        code: i32,
+        /// Server message.
+        message: String,
+    },
+    /// The server refused every statement of a round (or a lone one, and a write of
+    /// nothing too) for a reason that is not a document's: roles, credentials, disk, an
+    /// unknown code. Every other statement would fare the same.
     #[error("mongodb refused the write (code {code}), not for the document's sake: {message}")]
     Refused {
         /// Server error code.
@@ -55,12 +65,68 @@ pub enum RepoError {
     },
 }
 
+/// Write-concern codes that no retry clears by itself: the concern cannot be satisfied by
+/// this deployment (UnsatisfiableWriteConcern, UnknownReplWriteConcern).
+const UNSATISFIABLE_CONCERN: [i32; 2] = [100, 79];
+
+/// Why the job holds the stream for a [`RepoError`]: the `reason` label of
+/// `leafsync_job_stalled`, and what `/ready` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The unique index on `id` cannot be built.
+    Index,
+    /// MongoDB refuses writes for a reason that is not a document's.
+    Refused,
+    /// The write concern cannot be satisfied by this deployment.
+    WriteConcern,
+}
+
+impl Hold {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hold::Index => "index",
+            Hold::Refused => "mongo-refused",
+            Hold::WriteConcern => "write-concern",
+        }
+    }
+}
+
 impl RepoError {
+    /// The error for a write-concern failure with `code`: one that cannot clear by itself
+    /// is [`RepoError::WriteConcern`], any other (a timeout) transient.
+    pub fn write_concern(code: i32, message: &str) -> Self {
+        let message = message.to_owned();
+        if UNSATISFIABLE_CONCERN.contains(&code) {
+            RepoError::WriteConcern { code, message }
+        } else {
+            RepoError::TransientWrite { code, message }
+        }
+    }
+
+    /// Whether waiting it out means holding the stream with the job unready (and for
+    /// which reason), rather than a quiet retry of a passing fault.
+    pub fn hold(&self) -> Option<Hold> {
+        match self {
+            RepoError::Refused { .. } => Some(Hold::Refused),
+            RepoError::WriteConcern { .. } => Some(Hold::WriteConcern),
+            RepoError::IndexConflict { .. } | RepoError::DuplicateIds { .. } => Some(Hold::Index),
+            RepoError::Mongo(e) => match error_code(e) {
+                Some(code) if UNSATISFIABLE_CONCERN.contains(&code) => Some(Hold::WriteConcern),
+                _ if is_retriable(e) || self.is_document_level() => None,
+                _ => Some(Hold::Refused),
+            },
+            RepoError::TransientWrite { .. } | RepoError::MissingResult(_) => None,
+        }
+    }
+
     /// Whether the same call may succeed later (network, elections, timeouts, …).
     pub fn is_retriable(&self) -> bool {
         match self {
             RepoError::Mongo(e) => is_retriable(e),
-            RepoError::TransientWrite { .. } | RepoError::MissingResult(_) => true,
+            RepoError::TransientWrite { .. }
+            | RepoError::MissingResult(_)
+            | RepoError::WriteConcern { .. } => true,
             RepoError::Refused { .. }
             | RepoError::IndexConflict { .. }
             | RepoError::DuplicateIds { .. } => false,
@@ -79,6 +145,7 @@ impl RepoError {
             },
             RepoError::TransientWrite { .. }
             | RepoError::MissingResult(_)
+            | RepoError::WriteConcern { .. }
             | RepoError::Refused { .. }
             | RepoError::IndexConflict { .. }
             | RepoError::DuplicateIds { .. } => false,
@@ -89,7 +156,9 @@ impl RepoError {
     pub fn code(&self) -> Option<i32> {
         match self {
             RepoError::Mongo(e) => error_code(e),
-            RepoError::TransientWrite { code, .. } | RepoError::Refused { code, .. } => Some(*code),
+            RepoError::TransientWrite { code, .. }
+            | RepoError::Refused { code, .. }
+            | RepoError::WriteConcern { code, .. } => Some(*code),
             RepoError::MissingResult(_)
             | RepoError::IndexConflict { .. }
             | RepoError::DuplicateIds { .. } => None,

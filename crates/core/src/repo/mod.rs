@@ -10,9 +10,10 @@
 //!   and how their replies become outcomes.
 //!
 //! # Writes
-//! A batch of [`Write`]s is applied as unordered bulk upserts (`client.bulk_write` on
-//! MongoDB ≥ 8.0, the `update` command with many statements before that). Per-statement
-//! results are mapped back to the writes, so each gets a [`WriteOutcome`].
+//! A batch of [`Write`]s is applied as unordered bulk statements, each by the fastest
+//! command that keeps its outcome exact (`insert` for creates, `update` for versioned
+//! updates, the client-level `bulkWrite` for the rest; see [`WritePath`] and `wire`).
+//! Per-statement results are mapped back to the writes, so each gets a [`WriteOutcome`].
 //!
 //! Unordered bulks give no order between statements, so a batch is split into rounds in
 //! which each `(collection, id)` occurs at most once; rounds run one after another, which
@@ -21,18 +22,29 @@
 //! Before that, successive versions of one image collapse ([`collapse`]): a write whose
 //! fields a later write of the same image in the batch sets again is dropped
 //! ([`WriteOutcome::Collapsed`]) when that cannot change the result, so a burst of full
-//! events for one image costs one statement instead of one round each.
+//! events for one image costs one statement instead of one round each. If a later write
+//! it relied on is then refused, the collapsed write is applied after all, or, when a
+//! newer version is already stored, refused with it (see `write::uncovered`).
 //!
 //! The stale-event guard is [`ImageChange::guard_filter`] plus a unique index on `id`: an
 //! older event matches nothing, its upsert collides with the stored `id`, and the server
 //! answers E11000. E11000 can also come from two writers inserting the same new image at
-//! once, so a collided statement is tried once more: if it collides again, the stored
-//! image is newer and the event is [`WriteOutcome::Stale`].
+//! once, and a first try goes under the strict guard (which also misses an equal version),
+//! so a collided statement is tried once more under the plain guard: if it collides
+//! again, the stored image is newer and the event is [`WriteOutcome::Stale`]. Only a
+//! duplicate on the `id` index means that: one on another unique index is
+//! [`WriteOutcome::Duplicate`].
 //!
-//! A create (`updated_at: null`) is first sent as a plain insert on the bulk-write path:
-//! the image is almost always new, and an insert costs the server a third of a guarded
-//! upsert (measured on SecantusDB). If the image exists, the insert collides and the retry
-//! sends the guarded upsert, whose answer is the same as it would have been at first.
+//! A create (`updated_at: null`) is first sent as a plain insert: the image is almost
+//! always new, and an insert costs the server a third of a guarded upsert (measured on
+//! SecantusDB). If the image exists, the insert collides and the retry sends the guarded
+//! upsert, whose answer is the same as it would have been at first.
+//!
+//! A statement refused with a code that is neither transient nor known to be the
+//! document's is told apart by behaviour: tried alone a few times while the rest of its
+//! round goes through, then [`WriteOutcome::Rejected`] with its real code; when every
+//! statement of a round is refused (or a lone one, and even a write of nothing is), the
+//! batch fails with [`RepoError::Refused`] and the job holds the stream.
 
 mod error;
 mod read;
@@ -48,11 +60,12 @@ use mongodb::{
 };
 use tokio::sync::OnceCell;
 
-pub use error::RepoError;
+pub use error::{Hold, RepoError};
 pub use read::ImageFilter;
 pub use write::collapse;
 
 use crate::{
+    CollectionName,
     event::ImageChange,
     mongo::{DUPLICATE_KEY, error_code},
 };
@@ -61,7 +74,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct Write {
     /// Target collection in the consumer DB.
-    pub collection: String,
+    pub collection: CollectionName,
     /// The parsed event.
     pub change: ImageChange,
 }
@@ -80,10 +93,19 @@ pub enum WriteOutcome {
     /// Not sent: a later write of the same image in the batch sets every field this one
     /// sets, at a version not older, so this one could not change the result.
     Collapsed,
-    /// The server refused this statement for good (e.g. a document over 16 MiB).
+    /// The server refused this statement for good (e.g. a document over 16 MiB, a
+    /// validator), or kept refusing it alone while it took the other statements.
     Rejected {
         /// Server error code.
         code: i32,
+        /// Server message.
+        message: String,
+    },
+    /// A unique index other than `id`'s refused it: the document collides with another
+    /// image (never counted as stale: the stored image is not a newer version of it).
+    Duplicate {
+        /// The index's name.
+        index: String,
         /// Server message.
         message: String,
     },
@@ -99,21 +121,25 @@ impl WriteOutcome {
             WriteOutcome::Stale => "stale",
             WriteOutcome::Collapsed => "collapsed",
             WriteOutcome::Rejected { .. } => "rejected",
+            WriteOutcome::Duplicate { .. } => "duplicate",
         }
     }
 }
 
-/// How batches reach the server.
+/// How batches reach the server (see `wire` for why each statement goes the way it does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WritePath {
-    /// `client.bulk_write` when the server speaks MongoDB 8.0 (wire version ≥ 25), else
-    /// the `update` command. Decided once, on the first write.
+    /// Each statement by the fastest command that keeps its outcome exact: `insert` for
+    /// creates, `update` for versioned updates, the client-level `bulkWrite` for the rest
+    /// when the server has it (MongoDB ≥ 8.0; asked once, on the first write), else
+    /// `update` for those too.
     #[default]
     Auto,
-    /// Always `client.bulk_write` (MongoDB ≥ 8.0).
+    /// Everything by the client-level `bulkWrite` (MongoDB ≥ 8.0).
     BulkWrite,
-    /// Always the `update` command (any MongoDB ≥ 3.6).
+    /// Everything by the `insert` and `update` commands (any MongoDB ≥ 3.6): a mixed
+    /// `update` command reports all its matched statements `Updated`.
     UpdateCommand,
 }
 

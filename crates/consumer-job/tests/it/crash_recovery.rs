@@ -3,11 +3,9 @@
 //! JVM SIGKILLed mid-stream and restarted under a running job. Both with LIMS's real
 //! topology (one partition per topic) and with three.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     COLLECTIONS, JobProcess, World, created, eventually, send_json, start_job,
     wait_committed_to_end,
 };

@@ -1,11 +1,9 @@
 //! `reconcile` against SecantusDB: a producer DB written as LIMS writes it (BSON Binary,
 //! Dates) and a drifted consumer DB beside it, each test in databases of its own.
 
-mod common;
-
 use std::{process::Command, time::Duration};
 
-use common::{World, send_json};
+use crate::common::{World, send_json};
 use consumer_job::reconcile::{Options, Tally, exit_code, reconcile};
 use futures::TryStreamExt;
 use leafsync_core::{
@@ -21,6 +19,10 @@ use mongodb::{
 use serde_json::Value;
 
 const COLL: &str = "imagecolplantpotato";
+
+fn coll() -> leafsync_core::CollectionName {
+    leafsync_core::CollectionName::parse(COLL).expect("a valid name")
+}
 
 /// A producer image as LIMS stores it; `updated_ms` None for one never updated.
 fn lims_image(id: i32, updated_ms: Option<i64>, disease: Option<&str>) -> Document {
@@ -91,7 +93,7 @@ async fn drift() -> Drift {
         unreachable!()
     };
     repo.apply(&[leafsync_core::Write {
-        collection: COLL.to_owned(),
+        collection: coll(),
         change: ImageChange::from_json_object(event).unwrap(),
     }])
     .await
@@ -109,11 +111,12 @@ fn options(dry_run: bool, delete_orphans: bool) -> Options {
         max_per_second: 10_000,
         dry_run,
         delete_orphans,
+        max_future_skew: Duration::from_secs(300),
     }
 }
 
 async fn run(d: &Drift, options: &Options) -> Tally {
-    reconcile(&d.producer, &d.repo, COLL, options, &mut |_| {})
+    reconcile(&d.producer, &d.repo, &coll(), options, &mut |_| {})
         .await
         .expect("reconcile runs")
 }
@@ -137,7 +140,11 @@ async fn verdict(d: &Drift, id: i32) -> Verdict {
         .unwrap()
         .unwrap();
     let c = coll(&d.consumer).find_one(doc! { "id": id }).await.unwrap();
-    classify(&p, c.as_ref())
+    classify(
+        &p,
+        c.as_ref(),
+        consumer_job::reconcile::horizon(Duration::from_secs(300)),
+    )
 }
 
 #[tokio::test]
@@ -208,6 +215,84 @@ async fn a_run_copies_missing_updates_stale_retypes_mistyped_keeps_newer_and_rep
     assert_eq!(all(&d.consumer).await, before);
 }
 
+/// A LIMS pod with a wrong clock stored year 2999 in the consumer DB: it is drift of its
+/// own kind, and the repair puts the producer's older version back.
+#[tokio::test]
+async fn a_consumer_version_ahead_of_the_producer_and_the_clock_is_replaced_by_the_producer_version()
+ {
+    let d = drift().await;
+    let future = DateTime::parse_rfc3339_str("2999-01-01T00:00:00Z").unwrap();
+    let target = d.consumer.collection::<Document>(COLL);
+    target
+        .update_one(
+            doc! { "id": 5 },
+            doc! { "$set": {
+                "updated_at": future, "disease": "Leaf mold",
+                leafsync_core::VERSION_FIELD: future.timestamp_millis() * 1000,
+            } },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(verdict(&d, 5).await, Verdict::Future(_)));
+    let tally = run(&d, &options(true, false)).await;
+    assert_eq!(tally.future, 1, "a dry run counts it: {tally:?}");
+    assert_eq!(exit_code(&[("potato".to_owned(), tally)], true), 2);
+    assert!(matches!(verdict(&d, 5).await, Verdict::Future(_)), "dry");
+
+    let tally = run(&d, &options(false, false)).await;
+    assert_eq!((tally.future, tally.kept_newer), (1, 1), "{tally:?}");
+    assert_eq!(verdict(&d, 5).await, Verdict::InSync);
+    let repaired = target.find_one(doc! { "id": 5 }).await.unwrap().unwrap();
+    assert_eq!(
+        repaired.get_i64(leafsync_core::VERSION_FIELD).unwrap(),
+        T1 * 1000,
+        "the microsecond version goes back too, or the guard would still refuse"
+    );
+    let summary = consumer_job::reconcile::Summary {
+        plants: &[("potato".to_owned(), tally)],
+        dry_run: false,
+    }
+    .to_string();
+    assert!(
+        summary.contains("replaced by the producer's version although it is older"),
+        "{summary}"
+    );
+}
+
+/// Sparse producer ids over a dense consumer range: both sides are paged, every id is
+/// paired right across page edges.
+#[tokio::test]
+async fn sparse_producer_ids_over_a_dense_consumer_range_are_paired_page_by_page() {
+    let client = mongo_client().await;
+    let producer = client.database(&unique_name("producer"));
+    let consumer = client.database(&unique_name("consumer"));
+    producer
+        .collection::<Document>(COLL)
+        .insert_many([1, 25, 49].map(|id| lims_image(id, Some(T1), None)))
+        .await
+        .unwrap();
+    let repo = ImageRepository::new(client.clone(), consumer.name(), WritePath::Auto);
+    repo.ensure_indexes(&[COLL]).await.unwrap();
+    consumer
+        .collection::<Document>(COLL)
+        .insert_many((1..=50).map(|id| lims_image(id, Some(T1), None)))
+        .await
+        .unwrap();
+    let options = Options {
+        page_size: 3,
+        ..options(false, true)
+    };
+    let tally = reconcile(&producer, &repo, &coll(), &options, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (tally.checked, tally.in_sync, tally.orphans, tally.deleted),
+        (3, 3, 47, 47),
+        "{tally:?}"
+    );
+    assert_eq!(all(&consumer).await.len(), 3);
+}
+
 #[tokio::test]
 async fn a_dry_run_changes_nothing_and_counts_what_it_would_do() {
     let d = drift().await;
@@ -264,15 +349,13 @@ async fn a_run_beside_the_job_applying_newer_events_never_moves_an_image_back() 
     });
     let options = Options {
         page_size: 10,
-        max_per_second: 10_000,
-        dry_run: false,
-        delete_orphans: false,
+        ..options(false, false)
     };
-    let tally = reconcile(&producer, &repo, COLL, &options, &mut |_| {})
+    let tally = reconcile(&producer, &repo, &coll(), &options, &mut |_| {})
         .await
         .unwrap();
     newer.await.unwrap();
-    common::wait_applied(&job, u64::try_from(N).unwrap()).await;
+    crate::common::wait_applied(&job, u64::try_from(N).unwrap()).await;
     job.stop().await;
     assert_eq!(tally.checked, u64::try_from(N).unwrap());
     assert_eq!(tally.failed + tally.unrepaired, 0, "{tally:?}");

@@ -4,11 +4,9 @@
 //! coordinator disappearing. MongoDB is the real SecantusDB. In every case the final
 //! consumer DB must hold every image in its final state: nothing lost, nothing skipped.
 
-mod common;
-
 use std::{ops::RangeInclusive, time::Duration};
 
-use common::{COLLECTIONS, RunningJob, World, created, eventually, send_json};
+use crate::common::{COLLECTIONS, RunningJob, World, created, eventually, send_json};
 use leafsync_test_support::mongo_uri;
 use mongodb::bson::{Document, doc};
 use rdkafka::{

@@ -87,3 +87,71 @@ async fn duplicate_ids_hold_the_unique_index_until_dedupe_keeps_the_newest_copy(
         "{again:?}"
     );
 }
+
+/// Documents whose `id` is not an integer are never grouped (two doubles equal to each
+/// other are not known to be one image) and never deleted: they are listed.
+#[tokio::test]
+async fn ids_that_are_not_integers_are_listed_and_never_grouped_or_deleted() {
+    let client = mongo_client().await;
+    let db = client.database(&unique_name("dedupe"));
+    let coll = db.collection::<Document>(WITHOUT_INDEX);
+    coll.insert_many([
+        doc! { "id": 1.0, "disease": "a" },
+        doc! { "id": 2.0, "disease": "b" },
+        doc! { "id": 2.0, "disease": "c" },
+        doc! { "id": "2", "disease": "d" },
+        doc! { "disease": "no id" },
+        doc! { "id": 3, "disease": "e" },
+    ])
+    .await
+    .expect("seed");
+    let report = dedupe(&db, WITHOUT_INDEX, true).await.expect("apply");
+    assert!(report.duplicates.is_empty(), "{report:?}");
+    assert_eq!(report.unresolved.len(), 5, "{report:?}");
+    assert!(
+        report.unresolved[0]
+            .to_string()
+            .contains("left for you to decide"),
+        "{}",
+        report.unresolved[0]
+    );
+    assert_eq!(
+        coll.count_documents(doc! {}).await.unwrap(),
+        6,
+        "nothing deleted"
+    );
+}
+
+/// The newer copy is the one with the later `updated_at`; the microsecond version only
+/// breaks a tie within a millisecond, and only when both copies carry it.
+#[tokio::test]
+async fn the_copy_kept_is_the_later_updated_at_and_the_microsecond_version_only_breaks_ties() {
+    let client = mongo_client().await;
+    let db = client.database(&unique_name("dedupe"));
+    let coll = db.collection::<Document>(WITHOUT_INDEX);
+    let at = |ms: i64| Bson::DateTime(DateTime::from_millis(ms));
+    coll.insert_many([
+        // #1: the later updated_at wins over a µs version only the older copy has.
+        doc! { "id": 1, "updated_at": at(2_000), "disease": "newest" },
+        doc! { "id": 1, "updated_at": at(1_000), "_updated_at_us": 1_000_999_i64, "disease": "older" },
+        // #2: the same millisecond: the later µs version wins.
+        doc! { "id": 2, "updated_at": at(1_000), "_updated_at_us": 1_000_700_i64, "disease": "newest" },
+        doc! { "id": 2, "updated_at": at(1_000), "_updated_at_us": 1_000_200_i64, "disease": "older" },
+        // #3: Int32 and Int64 of one value are one image.
+        doc! { "id": 3_i64, "updated_at": at(5_000), "disease": "newest" },
+        doc! { "id": 3, "updated_at": Bson::Null, "disease": "older" },
+    ])
+    .await
+    .expect("seed");
+    let report = dedupe(&db, WITHOUT_INDEX, true).await.expect("apply");
+    assert_eq!(report.duplicates.len(), 3, "{report:?}");
+    for id in [1, 2, 3] {
+        let kept = coll
+            .find_one(doc! { "id": id })
+            .await
+            .unwrap()
+            .expect("a copy is kept");
+        assert_eq!(kept.get_str("disease").unwrap(), "newest", "#{id}");
+    }
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 3);
+}

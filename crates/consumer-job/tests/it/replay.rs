@@ -3,11 +3,9 @@
 //! is now applicable and dead-letters again what is still poison, and a replay ends even
 //! while the job keeps adding dead letters.
 
-mod common;
-
-use common::{COLLECTIONS, World, created, header, image, read_topic, wait_for_count};
+use crate::common::{COLLECTIONS, World, created, header, image, read_topic, wait_for_count};
 use consumer_job::{
-    decode::DeadLetter,
+    decode::{DeadLetter, DeadLetterReason},
     dlq::{self, header as h},
     replay::{REPLAYED_FROM, ReplayOptions, Skip, Summary, replay},
 };
@@ -71,16 +69,15 @@ async fn three_dead_letters(w: &World) -> (&'static [u8], serde_json::Value) {
     // 2. A valid event dead-lettered the way the job does when MongoDB refuses a write
     //    for good (the cause, say a collection validator, is then fixed).
     let refused = created(7, 1);
-    let letter = |reason: &'static str, omit_value| DeadLetter {
-        reason,
-        detail: "test".into(),
+    let letter = |reason: DeadLetterReason, omit_value| DeadLetter {
         omit_value,
+        ..DeadLetter::new(reason, "test")
     };
     dlq::send(
         &producer,
         &w.dlq,
         &record(tomato, 3, &refused),
-        &letter("mongo-rejected", false),
+        &letter(DeadLetterReason::MongoRejected, false),
     )
     .await
     .expect("dead letter sent");
@@ -89,7 +86,7 @@ async fn three_dead_letters(w: &World) -> (&'static [u8], serde_json::Value) {
         &producer,
         &w.dlq,
         &record(pepper, 0, &created(8, 1)),
-        &letter("oversized", true),
+        &letter(DeadLetterReason::Oversized, true),
     )
     .await
     .expect("dead letter sent");

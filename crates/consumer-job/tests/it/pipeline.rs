@@ -2,9 +2,7 @@
 //! (MongoDB wire protocol), started by `scripts/test.sh`. Every test has its own topics,
 //! consumer group and database.
 
-mod common;
-
-use common::{
+use crate::common::{
     COLLECTIONS, World, created, eventually, header, image, read_topic, send, send_json,
     wait_applied, wait_for_count,
 };
@@ -170,7 +168,7 @@ async fn poison_records_are_dead_lettered_with_their_origin_and_the_pipeline_con
     let w = world().await;
     let mut config = w.config();
     config.max_event_bytes = 64 * 1024;
-    let job = common::start_job(config).await;
+    let job = crate::common::start_job(config).await;
     let producer = w.producer();
     let potato = &w.plants[0];
 
@@ -353,7 +351,7 @@ async fn pipelined_batches_keep_each_images_order_and_commit_only_what_is_durabl
     }
     let mut config = w.config();
     config.batch_max_messages = 7;
-    let job = common::start_job(config).await;
+    let job = crate::common::start_job(config).await;
 
     let offsets: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &w.brokers)
@@ -429,7 +427,7 @@ async fn a_flood_of_poison_opens_the_breaker_instead_of_draining_the_topic_into_
     config.dlq_breaker_window = 20;
     config.dlq_breaker_max_share = 0.5;
     config.batch_max_messages = 5;
-    let mut job = common::JobProcess::spawn(&config);
+    let mut job = crate::common::JobProcess::spawn(&config);
     send_json(&producer, potato, &created(1, 1)).await;
     eventually(60, "the job is up and ready", || async {
         let (status, body) = job.get("/ready").await;

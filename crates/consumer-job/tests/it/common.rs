@@ -1,11 +1,9 @@
 //! Test harness for the job: start it on random topics/group/database against real
 //! services, produce LIMS events, wait for Mongo to reach a state, read the dead letters.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use std::{future::Future, time::Duration};
 
-use consumer_job::{Job, JobConfig, JobError, JobMetrics};
+use consumer_job::{Job, JobConfig, JobError, JobMetrics, config::EnvConfig};
 use leafsync_test_support::metric_value;
 use leafsync_test_support::{create_topic, unique_name};
 use mongodb::bson::{Document, doc};
@@ -156,7 +154,10 @@ pub async fn start_job(config: JobConfig) -> RunningJob {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     }
     let metrics = JobMetrics::new();
-    let job = Job::build(config, metrics.clone())
+    let settings = config
+        .validate()
+        .expect("the test's configuration is valid");
+    let job = Job::build(settings, metrics.clone())
         .await
         .expect("job builds");
     let shutdown = CancellationToken::new();

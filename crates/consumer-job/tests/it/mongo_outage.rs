@@ -2,11 +2,10 @@
 //! coming, then restarted. The job must retry (not skip, not commit past) and end with
 //! every image in its final state.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{COLLECTIONS, World, created, eventually, send_json, wait_for_count};
+use crate::common::{COLLECTIONS, World, created, eventually, send_json, wait_for_count};
+use consumer_job::config::EnvConfig;
 use leafsync_core::WritePath;
 use leafsync_test_support::{MongoProcess, create_topic, kafka_brokers};
 use serde_json::json;
@@ -27,7 +26,7 @@ async fn a_mongo_outage_mid_stream_loses_and_skips_nothing(path: WritePath) {
     let (mut mongo, w) = world_with_its_own_mongo(3).await;
     let mut config = w.config();
     config.mongo_write_path = path;
-    let job = common::start_job(config).await;
+    let job = crate::common::start_job(config).await;
     let producer = w.producer();
     let potato = &w.plants[0];
 
@@ -83,10 +82,11 @@ async fn a_mongo_outage_mid_stream_loses_and_skips_nothing_with_bulk_write() {
     a_mongo_outage_mid_stream_loses_and_skips_nothing(WritePath::BulkWrite).await;
 }
 
-/// The pre-8.0 path: its `update` command must carry the durable write concern itself.
+/// The default path: its `insert` and `update` commands must carry the durable write
+/// concern themselves (`run_command` applies none of the client's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mongo_outage_mid_stream_loses_and_skips_nothing_with_the_update_command() {
-    a_mongo_outage_mid_stream_loses_and_skips_nothing(WritePath::UpdateCommand).await;
+async fn a_mongo_outage_mid_stream_loses_and_skips_nothing_with_the_default_path() {
+    a_mongo_outage_mid_stream_loses_and_skips_nothing(WritePath::Auto).await;
 }
 
 async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound(
@@ -96,7 +96,7 @@ async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_dra
     let mut config = w.config();
     config.mongo_write_path = path;
     config.drain_timeout_ms = 1_000;
-    let job = common::start_job(config.clone()).await;
+    let job = crate::common::start_job(config.clone()).await;
     let producer = w.producer();
     let pepper = &w.plants[2];
 
@@ -124,7 +124,7 @@ async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_dra
 
     // Nothing of the abandoned batch was committed: the next run applies all of it.
     mongo.restart().await;
-    let again = common::start_job(config).await;
+    let again = crate::common::start_job(config).await;
     // Image 1 was written before the crash, journaled, then committed: it must survive
     // the SIGKILL (with an unjournaled write concern it did not).
     wait_for_count(&w.mongo().await, COLLECTIONS[2], 6, 90).await;
@@ -141,12 +141,12 @@ async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_dra
     .await;
 }
 
-/// A journaled write survives the kill on the pre-8.0 path too.
+/// A journaled write survives the kill on the default path too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound_with_the_update_command()
+async fn shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound_with_the_default_path()
  {
     shutdown_during_an_outage_abandons_the_batch_uncommitted_within_the_drain_bound(
-        WritePath::UpdateCommand,
+        WritePath::Auto,
     )
     .await;
 }
@@ -182,13 +182,17 @@ async fn a_job_stuck_on_a_dead_database_exits_within_the_grace_period_the_manife
     let (mut mongo, w) = world_with_its_own_mongo(1).await;
     let mut config = w.config();
     config.drain_timeout_ms = manifest_number("kustomization.yaml", "LEAFSYNC_DRAIN_TIMEOUT_MS");
-    let bound = config.shutdown_bound();
+    let bound = config
+        .clone()
+        .validate()
+        .expect("valid config")
+        .shutdown_bound();
     assert!(
         bound < grace,
         "{bound:?} must fit in the grace period {grace:?}"
     );
 
-    let mut job = common::JobProcess::spawn(&config);
+    let mut job = crate::common::JobProcess::spawn(&config);
     let producer = w.producer();
     send_json(&producer, &w.plants[0], &created(1, 1)).await;
     wait_for_count(&w.mongo().await, COLLECTIONS[0], 1, 60).await;
