@@ -79,5 +79,18 @@ stop_pid() {
   log "stopped $name (pid $pid)"
 }
 
+# need_prometheus: `prometheus` and `promtool`, from Debian's `prometheus` package (2.42 on
+# Debian 12), installed with apt-get once, when missing (as root, else through sudo). The
+# package's service does not start by itself here: nothing runs until a script starts it.
+need_prometheus() {
+  command -v promtool >/dev/null && command -v prometheus >/dev/null && return 0
+  local sudo=()
+  [[ $(id -u) == 0 ]] || sudo=(sudo)
+  log "installing Debian's prometheus package for promtool and prometheus (once, ~1 minute)"
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  command -v promtool >/dev/null || die "promtool is still missing after installing Debian's prometheus package"
+}
+
 # elapsed: seconds since this shell started, for "took N s" lines.
 elapsed() { printf '%d s' "$SECONDS"; }
