@@ -25,19 +25,27 @@ batch_synchronizer_hint() {
   done
 }
 
-# apply_monitoring: the ServiceMonitors, only where the Prometheus Operator's CRD exists
-# (kube-prometheus-stack); otherwise say how to add them later.
+# monitoring_crds: true when the cluster has both Prometheus Operator CRDs that
+# manifests/monitoring uses (kube-prometheus-stack installs them together; one `get` of
+# both fails if either is missing, and applying with one missing would half-apply).
+monitoring_crds() {
+  kubectl get crd servicemonitors.monitoring.coreos.com prometheusrules.monitoring.coreos.com >/dev/null 2>&1
+}
+
+# apply_monitoring: the ServiceMonitors and alert rules, only where the Prometheus
+# Operator's CRDs exist (kube-prometheus-stack); otherwise say how to add them later.
 apply_monitoring() {
-  if kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then
+  if monitoring_crds; then
     kubectl apply -k manifests/monitoring
   else
-    echo "no ServiceMonitor CRD yet: once kube-prometheus-stack is installed, run kubectl apply -k manifests/monitoring"
+    echo "no ServiceMonitor/PrometheusRule CRDs yet: once kube-prometheus-stack is installed, run kubectl apply -k manifests/monitoring"
   fi
 }
 
-# delete_monitoring: removes the ServiceMonitors if the CRD (and so they) can exist.
+# delete_monitoring: removes the ServiceMonitors and alert rules if the CRDs (and so they)
+# can exist.
 delete_monitoring() {
-  if kubectl get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then
+  if monitoring_crds; then
     kubectl delete -k manifests/monitoring --ignore-not-found
   fi
 }

@@ -79,5 +79,58 @@ stop_pid() {
   log "stopped $name (pid $pid)"
 }
 
+# need_prometheus: `prometheus` and `promtool`, from Debian's `prometheus` package (2.42 on
+# Debian 12), installed with apt-get once, when missing (as root, else through sudo). The
+# package's service does not start by itself here: nothing runs until a script starts it.
+need_prometheus() {
+  command -v promtool >/dev/null && command -v prometheus >/dev/null && return 0
+  local sudo=()
+  [[ $(id -u) == 0 ]] || sudo=(sudo)
+  log "installing Debian's prometheus package for promtool and prometheus (once, ~1 minute)"
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  command -v promtool >/dev/null || die "promtool is still missing after installing Debian's prometheus package"
+}
+
+# start_prometheus PORT JOB_PORT API_PORT: starts Prometheus on 127.0.0.1:PORT with
+# leafsync's alert rules (scripts/prometheus-rules.sh), scraping consumer-job's metrics on
+# JOB_PORT and consumer-api's on API_PORT every 5 s under the job names the ServiceMonitors
+# give them, with namespace "local". Config and rules in $LEAFSYNC_RUN_DIR/prometheus,
+# data in $LEAFSYNC_DATA_DIR/prometheus, log in $LEAFSYNC_RUN_DIR/prometheus.log. Sets
+# PROMETHEUS_PID once it answers; stopping it is the caller's (SIGTERM).
+start_prometheus() {
+  local port=$1 job_port=$2 api_port=$3
+  local dir="$LEAFSYNC_RUN_DIR/prometheus" data="$LEAFSYNC_DATA_DIR/prometheus"
+  local logfile="$LEAFSYNC_RUN_DIR/prometheus.log"
+  need_prometheus
+  port_open "$port" && die "127.0.0.1:$port is taken; set LEAFSYNC_PROMETHEUS_PORT"
+  mkdir -p "$dir" "$data"
+  "$ROOT/scripts/prometheus-rules.sh" "$dir/leafsync-rules.yaml"
+  cat >"$dir/prometheus.yml" <<EOT
+# Written by scripts/lib.sh (start_prometheus); rewritten on every start.
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - leafsync-rules.yaml
+scrape_configs:
+  - job_name: consumer-job
+    static_configs:
+      - targets: ["127.0.0.1:$job_port"]
+        labels: {namespace: local}
+  - job_name: consumer-api
+    static_configs:
+      - targets: ["127.0.0.1:$api_port"]
+        labels: {namespace: local}
+EOT
+  prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$data" \
+    --web.listen-address="127.0.0.1:$port" >"$logfile" 2>&1 </dev/null &
+  PROMETHEUS_PID=$!
+  if ! wait_port "$port" 30 "$PROMETHEUS_PID"; then
+    kill -TERM "$PROMETHEUS_PID" 2>/dev/null || true
+    die "Prometheus did not start (log: $logfile)"
+  fi
+}
+
 # elapsed: seconds since this shell started, for "took N s" lines.
 elapsed() { printf '%d s' "$SECONDS"; }

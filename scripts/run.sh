@@ -6,13 +6,17 @@
 # Data persists in .data/local between runs (delete it for a clean slate).
 # Env: LEAFSYNC_MONGO_PORT (27017), LEAFSYNC_KAFKA_PORT (9092), LEAFSYNC_API_PORT (8080),
 #      LEAFSYNC_JOB_METRICS_PORT (9100), LEAFSYNC_SPEEDUP (100: LIMS's job rates x100;
-#      0: no simulator), LEAFSYNC_RUN_SECONDS (unset: until ctrl-c).
+#      0: no simulator), LEAFSYNC_RUN_SECONDS (unset: until ctrl-c),
+#      LEAFSYNC_PROMETHEUS (0; 1: also a Prometheus with leafsync's alert rules scraping
+#      both binaries, see start_prometheus in lib.sh), LEAFSYNC_PROMETHEUS_PORT (9090).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 api_port=${LEAFSYNC_API_PORT:-8080}
 job_port=${LEAFSYNC_JOB_METRICS_PORT:-9100}
+prometheus_port=${LEAFSYNC_PROMETHEUS_PORT:-9090}
+with_prometheus=${LEAFSYNC_PROMETHEUS:-0}
 
 started=()
 pids=()
@@ -36,6 +40,8 @@ log "building consumer-job, consumer-api and lims-sim (profile local; log: $buil
 cargo build --profile local --locked -p consumer-job -p consumer-api -p lims-sim --bins --examples \
   >"$build_log" 2>&1 &
 build_pid=$!
+# Installed (once) while the build runs; started once the binaries answer.
+[[ $with_prometheus == 1 ]] && need_prometheus
 for service in mongo kafka; do
   port=$LEAFSYNC_MONGO_PORT
   [[ $service == kafka ]] && port=$LEAFSYNC_KAFKA_PORT
@@ -65,6 +71,16 @@ if [[ $speedup != 0 ]]; then
   pids+=($!)
   log "LIMS simulator running at ${speedup}x LIMS's rates (log: $LEAFSYNC_RUN_DIR/lims-sim.log)"
 fi
+if [[ $with_prometheus == 1 ]]; then
+  start_prometheus "$prometheus_port" "$job_port" "$api_port"
+  pids+=("$PROMETHEUS_PID")
+  prometheus_url="http://127.0.0.1:$prometheus_port"
+  # Debian's package serves the classic UI only, under /classic.
+  alerts_page="$prometheus_url/alerts"
+  [[ $(curl -s -o /dev/null -w '%{http_code}' "$prometheus_url/classic/alerts") == 200 ]] &&
+    alerts_page="$prometheus_url/classic/alerts"
+  log "Prometheus running with leafsync's alert rules (log: $LEAFSYNC_RUN_DIR/prometheus.log)"
+fi
 
 cat <<EOT
 
@@ -83,6 +99,10 @@ Compare producer and consumer DBs:
   LEAFSYNC_MONGO_URI=$LEAFSYNC_MONGO_URI $target_dir/local/lims-sim verify
 Press ctrl-c to stop.
 EOT
+if [[ $with_prometheus == 1 ]]; then
+  printf 'Prometheus (scrapes both every 5 s, alert rules loaded): %s\n  alerts: %s\n' \
+    "$prometheus_url" "$alerts_page"
+fi
 
 # metric NAME [LABEL_FILTER]: the sum of a job metric's samples (0 when absent).
 metric() {
