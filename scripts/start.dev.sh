@@ -26,8 +26,8 @@ minikube addons enable metrics-server
 
 echo "building images in minikube's Docker daemon"
 eval "$(minikube docker-env)"
-docker build -f Dockerfile.job -t leafsync/consumer-job:dev .
-docker build -f Dockerfile.api -t leafsync/consumer-api:dev .
+docker build -f Dockerfile.job -t leafsync.invalid/consumer-job:dev .
+docker build -f Dockerfile.api -t leafsync.invalid/consumer-api:dev .
 
 echo "applying $overlay"
 kubectl apply -k "$overlay"

@@ -52,10 +52,10 @@ kind: Kustomization
 resources:
   - ../../$overlay
 images:
-  - name: leafsync/consumer-job
+  - name: leafsync.invalid/consumer-job
     newName: $registry/consumer-job
     newTag: "$tag"
-  - name: leafsync/consumer-api
+  - name: leafsync.invalid/consumer-api
     newName: $registry/consumer-api
     newTag: "$tag"
 EOT
