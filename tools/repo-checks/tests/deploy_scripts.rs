@@ -4,7 +4,8 @@
 //! rollout waited for, the Db Synchronizer scaled down), and so is what must not happen:
 //! acting on the wrong cluster, a rollout timeout without a diagnosis, a kubectl failure
 //! taken for "not found". `kubectl kustomize` is the real one, and so is every rendering
-//! an `apply -k` would send, so the applied images are checked too.
+//! an `apply -k` would send, so the applied images are checked too. Last, the pipeline
+//! that builds the images: how it logs in, and what its test job leaves to the lint stage.
 
 use std::{path::Path, process::Command};
 
@@ -471,4 +472,81 @@ fn a_failing_kubectl_is_never_reported_as_not_found() {
             run.output
         );
     }
+}
+
+#[test]
+fn the_pipeline_logs_in_from_stdin_and_its_test_job_skips_what_the_lint_stage_ran() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ci: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join(".gitlab-ci.yml")).unwrap())
+            .unwrap();
+    let login: Vec<&str> = ci[".image"]["script"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .filter(|l| l.contains("buildah login"))
+        .collect();
+    assert_eq!(login.len(), 1);
+    assert!(
+        login[0].contains("--password-stdin") && !login[0].contains(" -p "),
+        "a -p argument shows the password in the process list: {}",
+        login[0]
+    );
+    assert_eq!(ci["test"]["variables"]["LEAFSYNC_SKIP_LINT"], "1");
+
+    // scripts/test.sh in a copy of its own, with lint.sh, with-services.sh and cargo stubbed.
+    let dir = std::env::temp_dir().join(leafsync_test_support::unique_name("test-sh"));
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::copy(root.join("scripts/test.sh"), dir.join("scripts/test.sh")).unwrap();
+    let stubs = [
+        ("scripts/lint.sh", "echo lint.sh >>\"$STUB_LOG\""),
+        ("scripts/with-services.sh", "exec \"$@\""),
+        ("bin/cargo", "echo \"cargo $*\" >>\"$STUB_LOG\""),
+    ];
+    for (path, body) in stubs {
+        std::fs::write(dir.join(path), format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
+        Command::new("chmod")
+            .arg("+x")
+            .arg(dir.join(path))
+            .status()
+            .unwrap();
+    }
+    let calls = |skip: &str| -> Vec<String> {
+        let log = dir.join(format!("calls-{skip}.log"));
+        let status = Command::new("bash")
+            .arg(dir.join("scripts/test.sh"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    dir.join("bin").display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .env("STUB_LOG", &log)
+            .env("LEAFSYNC_SKIP_LINT", skip)
+            .env("LEAFSYNC_SKIP_README_CHECK", "1")
+            .env("LEAFSYNC_TEST_MONGO_URI", "mongodb://127.0.0.1:1")
+            .env("LEAFSYNC_TEST_KAFKA_BROKERS", "127.0.0.1:1")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.lines()
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        calls("0"),
+        ["lint.sh", "cargo fmt", "cargo clippy", "cargo test"],
+        "locally, the test command checks everything"
+    );
+    assert_eq!(
+        calls("1"),
+        ["cargo test"],
+        "in CI, the lint stage did the rest"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
