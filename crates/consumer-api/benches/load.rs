@@ -222,7 +222,7 @@ async fn main() {
         "consumer-api load benchmark: {connections} connections, {} s per endpoint, {IMAGES} images of 15 KiB (responses ~31 KiB)",
         duration.as_secs()
     );
-    println!("Mongo {}", mongo_uri());
+    println!("Mongo {}", leafsync_core::redact::redact_uri(&mongo_uri()));
 
     let random_id = || {
         format!(

@@ -209,7 +209,11 @@ async fn main() {
         event(1, kb).len() / 1024,
         fetch_wait_ms
     );
-    println!("Mongo {} | Kafka {}", mongo_uri(), kafka_brokers());
+    println!(
+        "Mongo {} | Kafka {}",
+        leafsync_core::redact::redact_uri(&mongo_uri()),
+        kafka_brokers()
+    );
     println!(
         "{:>8} {:>9} {:>7} {:>10} {:>10} {:>10} {:>11} {:>10}",
         "events/s", "x LIMS", "events", "p50 ms", "p99 ms", "max ms", "max backlog", "applied/s"

@@ -320,7 +320,11 @@ async fn main() {
     println!(
         "leafsync throughput benchmark: {n} events of {avg_kb:.1} KiB (hex of {kb} KiB images), DB bulks of {batch}"
     );
-    println!("Mongo {} | Kafka {}", mongo_uri(), kafka_brokers());
+    println!(
+        "Mongo {} | Kafka {}",
+        leafsync_core::redact::redact_uri(&mongo_uri()),
+        kafka_brokers()
+    );
     let setup = Setup {
         events,
         avg_bytes,

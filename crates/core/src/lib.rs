@@ -12,6 +12,7 @@
 //! - [`repo`]: [`repo::ImageRepository`], batched order-safe upserts and the read queries.
 //! - [`metrics`]: the Prometheus text exposition both binaries serve.
 //! - [`mongo`]: connecting, and deciding which Mongo errors are worth retrying.
+//! - [`redact`]: connection strings without their credentials, for logs and errors.
 //! - [`runtime`]: logging set-up and the shutdown signal both binaries share.
 
 pub mod collection;
@@ -22,6 +23,7 @@ pub mod id;
 pub mod metrics;
 pub mod mongo;
 pub mod plant;
+pub mod redact;
 pub mod repo;
 pub mod runtime;
 pub mod view;

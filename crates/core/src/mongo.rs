@@ -118,7 +118,9 @@ pub async fn connect_pool(uri: &str, app_name: &str, max_pool_size: u32) -> Resu
 }
 
 async fn options(uri: &str, app_name: &str) -> Result<ClientOptions, Error> {
-    let mut options = ClientOptions::parse(uri).await?;
+    let mut options = ClientOptions::parse(uri)
+        .await
+        .map_err(|e| without_credentials(uri, e))?;
     options.app_name = Some(app_name.to_owned());
     options
         .write_concern
@@ -130,6 +132,22 @@ async fn options(uri: &str, app_name: &str) -> Result<ClientOptions, Error> {
         .connect_timeout
         .get_or_insert(Duration::from_secs(5));
     Ok(options)
+}
+
+/// The driver's parse errors quote pieces of the connection string (an address it could
+/// not read, an option that is not `key=value`); when a password holds an unescaped `?`,
+/// those pieces are the password's. So with credentials in `uri`, such an error becomes
+/// one that names the redacted URI instead; without them the driver's reason is kept.
+fn without_credentials(uri: &str, err: Error) -> Error {
+    let redacted = crate::redact::redact_uri(uri);
+    if redacted == uri || !matches!(err.kind.as_ref(), ErrorKind::InvalidArgument { .. }) {
+        return err;
+    }
+    Error::custom(format!(
+        "invalid MongoDB connection string {redacted}: the driver's reason is withheld \
+         because it can quote the credentials; percent-encode : / ? # [ ] @ and % in the \
+         user name and password"
+    ))
 }
 
 /// The server code an error carries, if any (command, write or first bulk write error).
@@ -162,5 +180,32 @@ mod tests {
         assert!(is_retriable_code(91));
         assert!(!is_retriable_code(DUPLICATE_KEY));
         assert!(!is_retriable_code(2)); // BadValue
+    }
+
+    #[tokio::test]
+    async fn a_connection_string_the_driver_cannot_read_never_shows_its_password() {
+        // An unescaped `?` in the password: the driver splits there and quotes the pieces
+        // ("invalid server address admin:hun: … got hun", "ss@host is not key=value").
+        for uri in [
+            "mongodb://admin:hun?ter2@mongodb-producer:27017",
+            "mongodb://admin:4242?ter2@mongodb-producer:27017",
+            "mongodb+srv://admin:hun?ter2@cluster0.example.net",
+        ] {
+            let err = connect(uri, "test").await.expect_err("not a valid URI");
+            let message = format!("{err}");
+            assert!(
+                !message.contains("hun") && !message.contains("4242") && !message.contains("ter2"),
+                "{message}"
+            );
+            assert!(
+                message.contains("***@"),
+                "names the redacted URI: {message}"
+            );
+        }
+        // Without credentials the driver's own reason is kept.
+        let err = connect("mongodb://host:notaport", "test")
+            .await
+            .expect_err("bad port");
+        assert!(format!("{err}").contains("notaport"), "{err}");
     }
 }

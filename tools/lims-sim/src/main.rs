@@ -17,6 +17,7 @@ struct Cli {
     #[arg(
         long,
         env = "LEAFSYNC_MONGO_URI",
+        hide_env_values = true,
         default_value = "mongodb://127.0.0.1:27017"
     )]
     mongo_uri: String,

@@ -360,7 +360,23 @@ fn the_reconcile_job_runs_the_job_image_once_with_the_jobs_configuration() {
         .iter()
         .find(|e| e["name"] == "LEAFSYNC_PRODUCER_MONGO_URI")
         .expect("the producer DB");
-    assert!(text(&producer["value"]).contains("mongodb-producer.leaf-image-management-system"));
+    assert!(
+        producer["value"].is_null(),
+        "a URI may carry credentials: from a Secret, not a literal"
+    );
+    let key = &producer["valueFrom"]["secretKeyRef"];
+    let secret = named(&objects, "Secret", text(&key["name"]));
+    let compact: String = text(&secret["data"][text(&key["key"])])
+        .split_whitespace()
+        .collect();
+    let uri = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .expect("base64");
+    assert!(
+        String::from_utf8(uri)
+            .unwrap()
+            .starts_with("mongodb://mongodb-producer.leaf-image-management-system")
+    );
     for bound in ["requests", "limits"] {
         assert!(container["resources"][bound]["memory"].is_string());
     }
@@ -506,4 +522,144 @@ fn every_reference_between_objects_resolves_in_every_kustomization() {
             }
         }
     }
+}
+
+/// The containers of every workload (Deployments and Jobs) of a rendering.
+fn containers(objects: &[Value]) -> Vec<(&str, &Value)> {
+    let mut found = Vec::new();
+    for workload in kind(objects, "Deployment")
+        .into_iter()
+        .chain(kind(objects, "Job"))
+    {
+        for c in workload["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .unwrap()
+        {
+            found.push((text(&workload["metadata"]["name"]), c));
+        }
+    }
+    found
+}
+
+#[test]
+fn no_image_can_be_pulled_from_a_registry_we_do_not_own() {
+    // `leafsync/consumer-job:latest` would be a Docker Hub repository of a stranger, and
+    // the pod hands it the Mongo Secret. The manifests name a placeholder that cannot
+    // resolve; start.prod.sh substitutes Artifact Registry's names (tested with the deploy
+    // scripts), minikube runs what start.dev.sh built and never pulls.
+    for dir in KUSTOMIZATIONS {
+        for (workload, c) in containers(&render(dir)) {
+            let image = text(&c["image"]);
+            assert!(
+                image.starts_with("leafsync.invalid/consumer-"),
+                "{dir}: {workload} names {image}"
+            );
+            if dir.contains("minikube") {
+                assert_eq!(c["imagePullPolicy"], "Never", "{dir}: {workload}");
+                assert!(image.ends_with(":dev"), "{dir}: {workload}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_api_serves_on_through_a_pre_stop_pause_that_the_grace_period_covers() {
+    for dir in KUSTOMIZATIONS
+        .into_iter()
+        .filter(|d| !d.contains("monitoring"))
+    {
+        let objects = render(dir);
+        let api = named(&objects, "Deployment", "consumer-api");
+        let pod = &api["spec"]["template"]["spec"];
+        let pause = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{dir}: no preStop sleep on consumer-api"));
+        assert!(
+            (5..=15).contains(&pause),
+            "{dir}: {pause} s: long enough for the load balancer to stop sending"
+        );
+        let config = ApiConfig::from_vars(environment(&objects, api)).unwrap();
+        let stop_ms = pause * 1000 + config.request_timeout_ms + config.write_timeout_ms;
+        let grace_ms = pod["terminationGracePeriodSeconds"].as_u64().unwrap() * 1000;
+        assert!(
+            grace_ms > stop_ms,
+            "{dir}: grace {grace_ms} ms < pause + request + write timeouts ({stop_ms} ms)"
+        );
+    }
+}
+
+#[test]
+fn a_disruption_budget_never_blocks_a_node_drain_at_the_autoscalers_minimum() {
+    for dir in KUSTOMIZATIONS {
+        let objects = render(dir);
+        for pdb in kind(&objects, "PodDisruptionBudget") {
+            let name = &pdb["metadata"]["name"];
+            let hpa = kind(&objects, "HorizontalPodAutoscaler")
+                .into_iter()
+                .find(|h| h["spec"]["scaleTargetRef"]["name"] == *name)
+                .unwrap_or_else(|| panic!("{dir}: no HPA for PDB {name:?}"));
+            let min_replicas = hpa["spec"]["minReplicas"].as_u64().unwrap();
+            let spec = &pdb["spec"];
+            let evictable = match (
+                spec["minAvailable"].as_u64(),
+                spec["maxUnavailable"].as_u64(),
+            ) {
+                (Some(min_available), None) => min_replicas.saturating_sub(min_available),
+                (None, Some(max_unavailable)) => max_unavailable.min(min_replicas),
+                other => panic!("{dir}: PDB {name:?} sets {other:?}"),
+            };
+            assert!(
+                evictable >= 1,
+                "{dir}: at {min_replicas} replica(s), PDB {name:?} allows no eviction: drains block"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_object_of_every_kustomization_is_labelled_part_of_leafsync() {
+    for dir in KUSTOMIZATIONS {
+        for object in render(dir) {
+            assert_eq!(
+                object["metadata"]["labels"]["app.kubernetes.io/part-of"],
+                "leafsync",
+                "{dir}: {} {}",
+                text(&object["kind"]),
+                text(&object["metadata"]["name"])
+            );
+        }
+    }
+}
+
+#[test]
+fn no_kustomization_fixes_a_replica_count_an_autoscaler_owns() {
+    // KEDA (consumer-job) and the HPA (consumer-api) set the counts; `replicas` in a
+    // manifest would reset them on every apply.
+    for dir in KUSTOMIZATIONS {
+        for deployment in kind(&render(dir), "Deployment") {
+            assert!(
+                deployment["spec"]["replicas"].is_null(),
+                "{dir}: {} names replicas",
+                text(&deployment["metadata"]["name"])
+            );
+        }
+    }
+}
+
+#[test]
+fn both_ingresses_route_the_same_public_paths() {
+    let paths = |dir: &str| -> Vec<(String, String)> {
+        let objects = render(dir);
+        let ingress = named(&objects, "Ingress", "consumer-api");
+        ingress["spec"]["rules"][0]["http"]["paths"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| (text(&p["path"]).to_owned(), text(&p["pathType"]).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        paths("manifests/examples/minikube-ingress"),
+        paths("manifests/overlays/gke")
+    );
 }

@@ -30,7 +30,8 @@ use mongodb::bson::Document;
 #[command(version)]
 struct Cli {
     /// The producer MongoDB (LIMS's `mongodb-producer`).
-    #[arg(long, env = "LEAFSYNC_PRODUCER_MONGO_URI")]
+    // hide_env_values: --help would print the variable's value, credentials included.
+    #[arg(long, env = "LEAFSYNC_PRODUCER_MONGO_URI", hide_env_values = true)]
     producer_uri: String,
     /// The producer database.
     #[arg(long, default_value = "imagedbplantproducer")]
