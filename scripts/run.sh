@@ -5,7 +5,7 @@
 # ctrl-c stops everything it started.
 # Data persists in .data/local between runs (delete it for a clean slate).
 # Env: LEAFSYNC_MONGO_PORT (27017), LEAFSYNC_KAFKA_PORT (9092), LEAFSYNC_API_PORT (8080),
-#      LEAFSYNC_JOB_METRICS_PORT (9100), LEAFSYNC_SPEEDUP (100: LIMS's job rates x100;
+#      LEAFSYNC_API_PROBE_PORT (8081), LEAFSYNC_JOB_METRICS_PORT (9100), LEAFSYNC_SPEEDUP (100: LIMS's job rates x100;
 #      0: no simulator), LEAFSYNC_RUN_SECONDS (unset: until ctrl-c),
 #      LEAFSYNC_PROMETHEUS (0; 1: also a Prometheus with leafsync's alert rules scraping
 #      both binaries, see start_prometheus in lib.sh), LEAFSYNC_PROMETHEUS_PORT (9090).
@@ -14,6 +14,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 api_port=${LEAFSYNC_API_PORT:-8080}
+api_probe_port=${LEAFSYNC_API_PROBE_PORT:-8081}
 job_port=${LEAFSYNC_JOB_METRICS_PORT:-9100}
 prometheus_port=${LEAFSYNC_PROMETHEUS_PORT:-9090}
 with_prometheus=${LEAFSYNC_PROMETHEUS:-0}
@@ -57,6 +58,7 @@ export LEAFSYNC_KAFKA_BROKERS="127.0.0.1:$LEAFSYNC_KAFKA_PORT"
 export LEAFSYNC_MONGO_URI="mongodb://127.0.0.1:$LEAFSYNC_MONGO_PORT"
 export LEAFSYNC_METRICS_ADDR="127.0.0.1:$job_port"
 export LEAFSYNC_API_ADDR="127.0.0.1:$api_port"
+export LEAFSYNC_PROBE_ADDR="127.0.0.1:$api_probe_port"
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 
 "$target_dir/local/consumer-job" >"$LEAFSYNC_RUN_DIR/consumer-job.log" 2>&1 &

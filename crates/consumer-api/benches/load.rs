@@ -54,6 +54,10 @@ async fn seed(db: &str) -> ImageRepository {
 fn start_api(db: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_consumer-api"))
         .env("LEAFSYNC_API_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "LEAFSYNC_PROBE_ADDR",
+            format!("127.0.0.1:{}", leafsync_test_support::free_port()),
+        )
         .env("LEAFSYNC_MONGO_URI", mongo_uri())
         .env("LEAFSYNC_MONGO_DB", db)
         .env("RUST_LOG", "warn")

@@ -33,6 +33,14 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// A connection whose client reads nothing of its response for this long is closed.
     pub write_timeout_ms: u64,
+    /// Longest a client may take to send a request's head, counted from when the server
+    /// waits for it: so also how long an idle keep-alive connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// A connection on which nothing was read or written for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Address of the probe listener: `/live`, `/ready`, `/metrics` again, outside the
+    /// API's connection cap (the manifests' probes and scrapes use it).
+    pub probe_addr: SocketAddr,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
 }
@@ -52,6 +60,9 @@ impl Default for ApiConfig {
             max_response_bytes: 32 * 1024 * 1024,
             max_connections: 512,
             write_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            probe_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
             log_format: LogFormat::Text,
         }
     }
@@ -66,7 +77,7 @@ impl EnvConfig for ApiConfig {
     /// Checks what serde cannot.
     fn validate(self) -> Result<ApiConfig, ConfigError> {
         leafsync_core::env::check_mongo_uri(&self.mongo_uri)?;
-        let checks: [(bool, &'static str, &'static str); 8] = [
+        let checks: [(bool, &'static str, &'static str); 10] = [
             (
                 !self.mongo_db.trim().is_empty(),
                 "LEAFSYNC_MONGO_DB",
@@ -107,6 +118,16 @@ impl EnvConfig for ApiConfig {
                 "LEAFSYNC_MAX_CONNECTIONS / LEAFSYNC_WRITE_TIMEOUT_MS",
                 "must be at least 1",
             ),
+            (
+                self.header_read_timeout_ms > 0 && self.idle_timeout_ms > 0,
+                "LEAFSYNC_HEADER_READ_TIMEOUT_MS / LEAFSYNC_IDLE_TIMEOUT_MS",
+                "must be at least 1",
+            ),
+            (
+                self.probe_addr != self.api_addr,
+                "LEAFSYNC_PROBE_ADDR",
+                "must differ from LEAFSYNC_API_ADDR",
+            ),
         ];
         match checks.into_iter().find(|(ok, _, _)| !ok) {
             Some((_, var, problem)) => Err(ConfigError::invalid(var, problem)),
@@ -124,6 +145,16 @@ impl ApiConfig {
     /// `write_timeout_ms` as a duration.
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// `idle_timeout_ms` as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// `header_read_timeout_ms` as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 }
 

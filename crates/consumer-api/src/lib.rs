@@ -7,12 +7,13 @@
 //! - [`error`]: [`error::ApiError`] and its single conversion into a response.
 //! - [`extract`]: `Path`/`Query` whose rejections are `ApiError`s.
 //! - [`budget`]: response bytes in flight, bounded in total.
-//! - [`listener`]: the connection cap and the write timeout.
+//! - [`listener`]: the connection cap, the write and idle timeouts.
+//! - [`server`]: HTTP/1.1 with a header-read timeout, and the probe listener beside it.
 //! - [`metrics`]: request count and latency by matched route; `/metrics`.
 //! - [`openapi`]: the `/openapi.json` document.
 //!
-//! [`app`] builds the router (tests drive it with `oneshot`); [`serve`] runs it until the
-//! shutdown future resolves.
+//! [`app`] builds the router (tests drive it with `oneshot`); [`serve`] runs it, and
+//! [`probe_app`] on a listener of its own, until the shutdown future resolves.
 
 pub mod budget;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod server;
 
 use std::{future::Future, time::Duration};
 
@@ -164,22 +166,64 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `state`'s router on `listener` until `shutdown` resolves, then finishes open
-/// requests. Connections are capped and stalled writes time out (see [`listener`]).
+/// The probe listener's router: `/live`, `/ready` and `/metrics`, nothing else. Its
+/// answers are counted like the API's: the kubelet's `/ready` answers feed the
+/// not-ready alerts.
+pub fn probe_app(state: AppState) -> Router {
+    Router::new()
+        .route("/live", get(routes::live))
+        .route("/ready", get(routes::ready))
+        .route("/metrics", get(metrics::render))
+        .route_layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+/// Connections the probe listener takes at once (the kubelet and Prometheus need a few).
+const PROBE_CONNECTIONS: usize = 64;
+
+/// Serves `state`'s router on `listener`, and [`probe_app`] on `probes`, until `shutdown`
+/// resolves, then finishes open requests. Connections are capped, and stalled writes,
+/// slow request heads and idle connections time out (see [`listener`] and [`server`]).
 pub async fn serve(
     listener: TcpListener,
+    probes: TcpListener,
     state: AppState,
     config: &ApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "consumer-api listening");
-    let listener = BoundedListener::new(
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        probes = ?probes.local_addr().ok(),
+        "consumer-api listening"
+    );
+    let api = BoundedListener::new(
         listener,
         config.max_connections,
         config.write_timeout(),
+        config.idle_timeout(),
         state.metrics.open_connections.clone(),
     );
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let probe_connections =
+        prometheus::IntGauge::new("probe_connections", "unexported").expect("a valid gauge");
+    let probes = BoundedListener::new(
+        probes,
+        PROBE_CONNECTIONS,
+        config.write_timeout(),
+        config.idle_timeout(),
+        probe_connections,
+    );
+    let timeouts = server::Timeouts {
+        header_read: config.header_read_timeout(),
+    };
+    server::serve_both(
+        (api, app(state.clone())),
+        (probes, probe_app(state)),
+        timeouts,
+        shutdown,
+    )
+    .await;
+    Ok(())
 }

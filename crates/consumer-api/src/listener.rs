@@ -1,8 +1,9 @@
-//! The API's TCP listener, with two bounds `axum::serve` does not have: at most
+//! The API's TCP listener, with bounds `axum::serve` does not have: at most
 //! `max_connections` open at once (past it, new connections wait in the kernel's accept
-//! queue instead of each costing buffers here), and a write timeout that closes a
+//! queue instead of each costing buffers here), a write timeout that closes a
 //! connection whose client stopped reading, so its response body (and the bytes it
-//! holds in the [`crate::budget`]) are freed instead of pinned forever.
+//! holds in the [`crate::budget`]) are freed instead of pinned forever, and an idle
+//! timeout that closes a connection on which nothing was read or written for that long.
 
 use std::{
     io,
@@ -22,11 +23,13 @@ use tokio::{
     time::Sleep,
 };
 
-/// A [`TcpListener`] that caps open connections and times out stalled writes.
+/// A [`TcpListener`] that caps open connections and times out stalled writes and idle
+/// connections.
 pub struct BoundedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
     write_timeout: Duration,
+    idle_timeout: Duration,
     open: IntGauge,
 }
 
@@ -36,12 +39,14 @@ impl BoundedListener {
         inner: TcpListener,
         max_connections: usize,
         write_timeout: Duration,
+        idle_timeout: Duration,
         open: IntGauge,
     ) -> Self {
         Self {
             inner,
             slots: Arc::new(Semaphore::new(max_connections.max(1))),
             write_timeout,
+            idle_timeout,
             open,
         }
     }
@@ -64,6 +69,8 @@ impl Listener for BoundedListener {
                 stream,
                 write_timeout: self.write_timeout,
                 stalled: None,
+                idle_timeout: self.idle_timeout,
+                idle: None,
                 _slot: Slot(slot, self.open.clone()),
             },
             addr,
@@ -88,11 +95,14 @@ impl Drop for Slot {
 }
 
 /// An accepted connection whose writes fail with `TimedOut` once they have made no
-/// progress for the write timeout.
+/// progress for the write timeout, and whose reads fail so once nothing has moved either
+/// way for the idle timeout.
 pub struct BoundedStream {
     stream: TcpStream,
     write_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
+    idle_timeout: Duration,
+    idle: Option<Pin<Box<Sleep>>>,
     _slot: Slot,
 }
 
@@ -102,6 +112,7 @@ impl BoundedStream {
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if poll.is_ready() {
             self.stalled = None;
+            self.idle = None;
             return poll;
         }
         let timeout = self.write_timeout;
@@ -124,7 +135,22 @@ impl AsyncRead for BoundedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if poll.is_ready() {
+            self.idle = None;
+            return poll;
+        }
+        let timeout = self.idle_timeout;
+        let idle = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match idle.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle: nothing read or written within the idle timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

@@ -13,8 +13,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("cannot listen on LEAFSYNC_API_ADDR={}", config.api_addr))?;
+    let probes = tokio::net::TcpListener::bind(config.probe_addr)
+        .await
+        .with_context(|| format!("cannot listen on LEAFSYNC_PROBE_ADDR={}", config.probe_addr))?;
     serve(
         listener,
+        probes,
         state,
         &config,
         leafsync_core::runtime::shutdown_signal(),

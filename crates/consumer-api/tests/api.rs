@@ -7,7 +7,7 @@ use axum::{
     body::Body,
     http::{Request, StatusCode},
 };
-use consumer_api::{ApiConfig, AppState, app};
+use consumer_api::{ApiConfig, AppState, app, probe_app};
 use http_body_util::BodyExt;
 use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
 use leafsync_test_support::{mongo_client, unique_name};
@@ -258,6 +258,27 @@ async fn readiness_follows_the_database() {
     assert_eq!(
         get(&router, "/ready").await,
         (StatusCode::OK, json!({"status": "ready"}))
+    );
+}
+
+/// The kubelet asks the probe listener, and the not-ready alerts count its answers.
+#[tokio::test]
+async fn the_probe_listeners_ready_answers_are_counted_for_the_not_ready_alerts() {
+    let config = ApiConfig {
+        mongo_uri: "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300".to_owned(),
+        ready_timeout_ms: 500,
+        ..ApiConfig::default()
+    };
+    let probes = probe_app(AppState::connect(&config).await.expect("lazy client"));
+    assert_eq!(
+        get(&probes, "/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (_, text) = get(&probes, "/metrics").await;
+    let text = text.as_str().unwrap().to_owned();
+    assert!(
+        text.contains(r#"leafsync_api_requests_total{method="GET",route="/ready",status="503"} 1"#),
+        "{text}"
     );
 }
 

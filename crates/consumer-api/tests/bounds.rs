@@ -126,12 +126,23 @@ async fn response_bytes_held_stay_within_the_budget_and_requests_wait_for_room()
 
 /// The API served on a free port over `config`'s database, as `main` serves it.
 async fn served(config: ApiConfig) -> (SocketAddr, consumer_api::ApiMetrics) {
+    let (addr, _, metrics) = served_with_probes(config).await;
+    (addr, metrics)
+}
+
+/// [`served`], and the address of its probe listener.
+async fn served_with_probes(
+    config: ApiConfig,
+) -> (SocketAddr, SocketAddr, consumer_api::ApiMetrics) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let probes = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, probe_addr) = (listener.local_addr().unwrap(), probes.local_addr().unwrap());
     let state = AppState::connect(&config).await.unwrap();
     let metrics = state.metrics.clone();
-    tokio::spawn(async move { serve(listener, state, &config, std::future::pending()).await });
-    (addr, metrics)
+    tokio::spawn(
+        async move { serve(listener, probes, state, &config, std::future::pending()).await },
+    );
+    (addr, probe_addr, metrics)
 }
 
 /// Sends `GET path` on an open keep-alive connection.
@@ -241,5 +252,117 @@ async fn readiness_answers_while_data_requests_queue_for_the_pool() {
     assert_eq!(status, 200, "readiness waited behind the data pool: {body}");
     for request in load {
         assert_eq!(request.await.unwrap().unwrap().0, 200);
+    }
+}
+
+/// 600 connections that never finish their request head hold every one of the API's 512
+/// slots: the probes still answer at once (a listener of their own), and the silent
+/// connections are closed after the header-read timeout, which frees the API again.
+#[tokio::test]
+async fn silent_connections_at_the_cap_never_starve_the_probes_and_close_after_the_header_timeout()
+{
+    const SILENT: usize = 600;
+    let config = ApiConfig {
+        mongo_uri: mongo_uri(),
+        header_read_timeout_ms: 1_500,
+        ..ApiConfig::default()
+    };
+    let cap = i64::try_from(config.max_connections).unwrap();
+    let (addr, probes, metrics) = served_with_probes(config).await;
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // A request head that never ends.
+        stream
+            .write_all(b"GET /live HTTP/1.1\r\nHost: test\r\n")
+            .await
+            .unwrap();
+        silent.push(stream);
+    }
+    let started = std::time::Instant::now();
+    while metrics.open_connections.get() < cap {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cap is reached"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for path in ["/live", "/ready", "/metrics"] {
+        let asked = std::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(1), http_get(probes, path)).await;
+        let (status, _) = answer
+            .unwrap_or_else(|_| panic!("{path} took over 1 s with the API at its cap"))
+            .unwrap();
+        assert_eq!(status, 200, "{path}");
+        assert!(asked.elapsed() < Duration::from_secs(1));
+    }
+    // Every silent connection is closed by the server: the 512 served first after the
+    // timeout, then the 88 that waited in the accept queue after theirs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for (i, stream) in silent.iter_mut().enumerate() {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => {} // an error response before the close is fine
+                Err(elapsed) => panic!("silent connection {i} still open after 15 s ({elapsed})"),
+            }
+        }
+    }
+    while metrics.open_connections.get() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "slots are freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        http_get(addr, "/live").await.unwrap().0,
+        200,
+        "the API serves again"
+    );
+}
+
+/// A keep-alive connection that sends nothing after its request is closed after the
+/// header-read timeout; one that stops in the middle of a body, after the idle timeout.
+#[tokio::test]
+async fn idle_keep_alive_and_stalled_bodies_are_closed_after_their_timeouts() {
+    let config = ApiConfig {
+        mongo_uri: mongo_uri(),
+        header_read_timeout_ms: 800,
+        idle_timeout_ms: 1_200,
+        ..ApiConfig::default()
+    };
+    let (addr, metrics) = served(config).await;
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    request(&mut kept, "/live").await;
+    assert!(
+        read_for(&mut kept, Duration::from_secs(5))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"POST /live HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nabc")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for stream in [&mut kept, &mut stalled] {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => {}
+                Err(elapsed) => panic!("still open after 10 s ({elapsed})"),
+            }
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "not before the timeouts"
+    );
+    while metrics.open_connections.get() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -7,7 +7,9 @@
 //! (`VmHWM`) when the last image is applied, and RSS idle afterwards. Then SIGTERM: it
 //! must exit 0.
 //!
-//! Env: `BENCH_EVENTS` (3000), `BENCH_IMAGE_KB` (15).
+//! Env: `BENCH_EVENTS` (3000), `BENCH_IMAGE_KB` (15). `scripts/bench.sh large-records` runs
+//! it with 50 images of 4 MiB (8 MiB records once hex-encoded), on topics and a job that
+//! allow records of that size, against the manifest's memory limit.
 
 mod common;
 
@@ -16,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{event, fresh_topics, job_config, produce};
+use common::{event, fresh_topics_for, job_config, produce};
 use leafsync_test_support::{env_or, http_get, metric_value};
 
 /// `/proc/PID/status` field in KiB.
@@ -50,14 +52,31 @@ async fn metric(port: u16, name: &str) -> u64 {
     metric_value(&body, name, &[])
 }
 
+/// The consumer-job container's memory limit in the base manifest, in MiB.
+fn manifest_memory_limit_mib() -> u64 {
+    let manifest = include_str!("../../../manifests/base/consumer-job.yaml");
+    let limits = &manifest[manifest.find("limits:").expect("a limits block")..];
+    let memory = limits
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("memory:"))
+        .expect("a memory limit");
+    memory
+        .trim()
+        .trim_end_matches("Mi")
+        .parse()
+        .expect("a limit in Mi")
+}
+
 #[tokio::main]
 async fn main() {
     let n = env_or::<usize>("BENCH_EVENTS", 3000);
     let kb = env_or::<usize>("BENCH_IMAGE_KB", 15);
     let events: Vec<(usize, String)> = (1..=n).map(|i| (i, event(i, kb))).collect();
-    let topics = fresh_topics(3).await;
-    produce(&topics, &events).await;
+    let largest = events.iter().map(|(_, e)| e.len()).max().unwrap_or(0);
     let defaults = consumer_job::JobConfig::default();
+    let max_record_bytes = largest.max(defaults.max_record_bytes);
+    let topics = fresh_topics_for(3, max_record_bytes).await;
+    produce(&topics, &events).await;
     let config = job_config(&topics, defaults.batch_max_messages);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -71,6 +90,7 @@ async fn main() {
         .env("LEAFSYNC_MONGO_URI", &config.mongo_uri)
         .env("LEAFSYNC_MONGO_DB", &config.mongo_db)
         .env("LEAFSYNC_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("LEAFSYNC_MAX_RECORD_BYTES", max_record_bytes.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -128,6 +148,17 @@ async fn main() {
         "memory: peak RSS {} MiB; RSS idle afterwards {} MiB; CPU idle for 5 s: {idle_cpu:.2} s",
         peak / 1024,
         idle / 1024
+    );
+    let limit = manifest_memory_limit_mib();
+    #[allow(clippy::cast_precision_loss)] // MiB figures are small
+    let share = 100.0 * peak as f64 / 1024.0 / limit as f64;
+    println!(
+        "memory limit in manifests/base/consumer-job.yaml: {limit} MiB; peak is {share:.0} % of it{}",
+        if peak / 1024 <= limit {
+            ""
+        } else {
+            ": OVER THE LIMIT"
+        }
     );
     println!(
         "SIGTERM: exit code {}",

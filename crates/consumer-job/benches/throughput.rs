@@ -1,21 +1,24 @@
 //! Throughput of consumer-job against neutral ceilings measured in the same run, printed
-//! as figures (not a timed test). Run with `scripts/bench.sh throughput` (starts Apache Kafka and
-//! SecantusDB).
+//! as figures (not a timed test). Run with `scripts/bench.sh throughput` (starts Apache
+//! Kafka and SecantusDB).
 //!
-//! For each partition count in `BENCH_PARTITIONS`, the same N LIMS-sized creates are
-//! produced once to three fresh topics, then drained four ways:
+//! Two workloads, each produced once to fresh topics (3 topics × each partition count of
+//! `BENCH_PARTITIONS`): N LIMS-sized **creates**, and N events of a **mixed** LIMS
+//! workload (creates, full and partial updates, soft deletes, replays, stale versions:
+//! `common::mixed_events`). For each:
 //! 1. **Broker ceiling**: a bare rdkafka consumer (fresh group) reads all N; no database.
-//! 2. **Database ceiling**: the bare MongoDB driver upserts the same documents (parsed
-//!    beforehand, not timed) with a plain `{id}` filter, in bulks of the job's batch size,
-//!    with the job's write concern (`w: majority, j: true`) and a unique index on `id`.
-//!    None of leafsync's code is on this path.
-//!    The same documents as plain bulk inserts are printed too: the least a create costs.
-//! 3. **Per-message baseline**: upsert + synchronous commit for each record, as the
+//! 2. **Neutral database ceilings**, from a client that is not leafsync's code path:
+//!    pymongo (`scripts/bench/neutral_writes.py`, in the SecantusDB venv) applies the same
+//!    events, decoded to the same BSON beforehand, with the job's write concern
+//!    (`w: majority, j: true`) and unique index, in bulks of the job's batch size: the
+//!    creates by `insert_many` (the `insert` command), a newer version of each by guarded
+//!    upserts through the `update` command, the mixed stream as plain upserts by `id`.
+//! 3. **(diagnostic)** leafsync's write path alone (`ImageRepository::apply`): not a
+//!    ceiling, it is our own code.
+//! 4. **Per-message baseline**: upsert + synchronous commit for each record, as the
 //!    reference Python consumer of the LIMS write-up does (`BENCH_PER_MESSAGE_EVENTS`).
-//! 4. **The job**, from its first consumed record to the N-th applied image (the group
-//!    join is not counted).
-//!
-//! The job's rate is printed as a share of min(broker, database).
+//! 5. **The job**, from its first consumed record to the N-th outcome, with where its
+//!    time went: writing to MongoDB, committing, and the rest (waiting for records).
 //!
 //! Env: `BENCH_EVENTS` (3000), `BENCH_IMAGE_KB` raw image size (15, so a record is ~30 KB
 //! of hex like LIMS's), `BENCH_BATCH` (the job's default batch bound),
@@ -25,14 +28,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{COLLECTIONS, PLANTS, event, fresh_topics, job_config, produce};
+use common::{
+    COLLECTIONS, Ev, PLANTS, event, fresh_topics, job_config, mixed_events, produce_events,
+};
 use consumer_job::{Job, JobConfig, JobMetrics, config::EnvConfig};
 use leafsync_core::{ImageChange, ImageRepository, Write, WritePath};
 use leafsync_test_support::{env_or, kafka_brokers, mongo_client, mongo_uri, unique_name};
 use mongodb::{
-    Namespace,
     bson::{Document, doc},
-    options::{IndexOptions, InsertOneModel, UpdateOneModel, WriteModel},
+    options::IndexOptions,
 };
 use rdkafka::{
     ClientConfig, Message,
@@ -44,21 +48,33 @@ use tokio_util::sync::CancellationToken;
 fn report(label: &str, n: usize, bytes: usize, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
     let rate = n as f64 / secs;
-    println!(
-        "  {label:<52} {n:>5} events in {secs:6.2} s = {rate:7.0} msg/s, {:6.1} MB/s",
-        bytes as f64 / secs / 1e6
-    );
+    print_rate(label, n, rate, bytes as f64 / secs / 1e6, secs);
     rate
 }
 
-struct Setup {
-    events: Vec<(usize, String)>,
+fn print_rate(label: &str, n: usize, rate: f64, mb_per_s: f64, secs: f64) {
+    println!("  {label:<60} {n:>5} events in {secs:6.2} s = {rate:7.0} msg/s, {mb_per_s:6.1} MB/s");
+}
+
+struct Workload {
+    name: &'static str,
+    events: Vec<Ev>,
     /// Average record value size.
     avg_bytes: usize,
     batch: usize,
 }
 
-impl Setup {
+impl Workload {
+    fn new(name: &'static str, events: Vec<Ev>, batch: usize) -> Self {
+        let avg_bytes = events.iter().map(|e| e.value.len()).sum::<usize>() / events.len().max(1);
+        Self {
+            name,
+            events,
+            avg_bytes,
+            batch,
+        }
+    }
+
     fn bytes(&self, n: usize) -> usize {
         self.avg_bytes * n
     }
@@ -78,10 +94,10 @@ fn bare_consumer(topics: &[String]) -> StreamConsumer {
     consumer
 }
 
-/// 1. A bare consumer reads every record; timed from the first record.
-async fn broker_ceiling(setup: &Setup, topics: &[String]) -> f64 {
+/// Step 1: a bare consumer reads every record; timed from the first record.
+async fn broker_ceiling(w: &Workload, topics: &[String]) -> f64 {
     let consumer = bare_consumer(topics);
-    let n = setup.events.len();
+    let n = w.events.len();
     let _first = consumer.recv().await.expect("first record");
     let started = Instant::now();
     for _ in 1..n {
@@ -90,21 +106,88 @@ async fn broker_ceiling(setup: &Setup, topics: &[String]) -> f64 {
     report(
         "broker ceiling: bare rdkafka consumer, no DB",
         n,
-        setup.bytes(n),
+        w.bytes(n),
         started.elapsed(),
     )
 }
 
-/// The documents the job would `$set`, parsed once up front (not timed).
-fn documents(setup: &Setup) -> Vec<(usize, Document)> {
-    setup
+/// What pymongo measured for a workload.
+struct Neutral {
+    creates: f64,
+    updates: f64,
+    mixed: f64,
+}
+
+/// Step 2, the neutral ceilings: pymongo applies the same events (see the module doc).
+fn neutral(w: &Workload) -> Neutral {
+    let path = std::env::temp_dir().join(format!("{}.jsonl", unique_name("bench_events")));
+    let lines: Vec<String> = w
         .events
         .iter()
-        .map(|(i, e)| {
-            let change = ImageChange::from_json_slice(e.as_bytes()).expect("valid event");
-            (*i % 3, change.set)
-        })
-        .collect()
+        .map(|e| serde_json::json!({"plant": e.plant, "event": e.value}).to_string())
+        .collect();
+    std::fs::write(&path, lines.join("\n")).expect("events file");
+    let python = std::env::var("LEAFSYNC_TEST_SECANTUS_BIN").map_or_else(
+        |_| std::path::PathBuf::from("python3"),
+        |bin| std::path::Path::new(&bin).with_file_name("python3"),
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/bench/neutral_writes.py"
+    );
+    let out = std::process::Command::new(&python)
+        .args([
+            script,
+            &mongo_uri(),
+            &path.to_string_lossy(),
+            &w.batch.to_string(),
+        ])
+        .output()
+        .expect("the neutral client runs (pymongo, in the SecantusDB venv)");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "neutral_writes.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("neutral_writes.py prints JSON");
+    let rate = |k: &str| figures[k].as_f64().expect("a rate");
+    let seconds = |k: &str| figures[&format!("{k}_seconds")].as_f64().expect("seconds");
+    let client = figures["client"].as_str().unwrap_or("pymongo");
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let count = |k: &str| (rate(k) * seconds(k)).round() as usize;
+    #[allow(clippy::cast_precision_loss)]
+    let mb = |k: &str| w.avg_bytes as f64 * rate(k) / 1e6;
+    if w.name == "creates" {
+        print_rate(
+            &format!("neutral: {client}, insert_many (the insert command)"),
+            count("creates"),
+            rate("creates"),
+            mb("creates"),
+            seconds("creates"),
+        );
+        print_rate(
+            &format!("neutral: {client}, guarded upserts (the update command)"),
+            count("updates"),
+            rate("updates"),
+            mb("updates"),
+            seconds("updates"),
+        );
+    } else {
+        print_rate(
+            &format!("neutral: {client}, every event as a plain upsert (update)"),
+            count("mixed"),
+            rate("mixed"),
+            mb("mixed"),
+            seconds("mixed"),
+        );
+    }
+    Neutral {
+        creates: rate("creates"),
+        updates: rate("updates"),
+        mixed: rate("mixed"),
+    }
 }
 
 /// A fresh database with the unique `id` index the job also creates.
@@ -127,98 +210,35 @@ async fn fresh_db(prefix: &str) -> (mongodb::Client, String) {
     (client, name)
 }
 
-/// The bare driver writing the same documents in bulks of the job's batch size, each as
-/// `model` makes it; no leafsync code on the path.
-async fn bare_driver(
-    setup: &Setup,
-    label: &str,
-    model: impl Fn(Namespace, &Document) -> WriteModel,
-) -> f64 {
-    let docs = documents(setup);
-    let (client, db) = fresh_db("bench_bare").await;
-    let started = Instant::now();
-    for chunk in docs.chunks(setup.batch) {
-        let models = chunk
-            .iter()
-            .map(|(c, d)| model(Namespace::new(&db, COLLECTIONS[*c]), d));
-        client
-            .bulk_write(models)
-            .ordered(false)
-            .await
-            .expect("bulk write");
-    }
-    report(
-        label,
-        docs.len(),
-        setup.bytes(docs.len()),
-        started.elapsed(),
-    )
-}
-
-/// 2. The database's ceiling: bulk upserts with a plain `{id}` filter.
-async fn db_ceiling(setup: &Setup) -> f64 {
-    bare_driver(
-        setup,
-        "database ceiling: bare driver bulk upserts by {id}",
-        |ns, d| {
-            UpdateOneModel::builder()
-                .namespace(ns)
-                .filter(doc! { "id": d.get("id").cloned().expect("id") })
-                .update(doc! { "$set": d.clone() })
-                .upsert(true)
-                .build()
-                .into()
-        },
-    )
-    .await
-}
-
-/// 2b. Bulk inserts of the same documents: what a create costs at the least (the job
-/// sends creates as inserts first, so this is its true ceiling for creates).
-async fn insert_ceiling(setup: &Setup) -> f64 {
-    bare_driver(
-        setup,
-        "database, creates only: bare driver bulk inserts",
-        |ns, d| {
-            InsertOneModel::builder()
-                .namespace(ns)
-                .document(d.clone())
-                .build()
-                .into()
-        },
-    )
-    .await
-}
-
-/// Not a ceiling: the same documents through leafsync's own write path
+/// Step 3, not a ceiling: the same events through leafsync's own write path
 /// (`ImageRepository::apply`, guard filter included), to tell the write path's cost from
 /// the pipeline's.
-async fn write_path(setup: &Setup) -> f64 {
+async fn write_path(w: &Workload) -> f64 {
     let (client, db) = fresh_db("bench_write_path").await;
     let repo = ImageRepository::new(client, &db, WritePath::Auto);
-    let writes: Vec<Write> = setup
+    let writes: Vec<Write> = w
         .events
         .iter()
-        .map(|(i, e)| Write {
-            collection: leafsync_core::CollectionName::parse(COLLECTIONS[i % 3])
+        .map(|e| Write {
+            collection: leafsync_core::CollectionName::parse(COLLECTIONS[e.plant])
                 .expect("collection"),
-            change: ImageChange::from_json_slice(e.as_bytes()).expect("valid event"),
+            change: ImageChange::from_json_slice(e.value.as_bytes()).expect("valid event"),
         })
         .collect();
     let started = Instant::now();
-    for chunk in writes.chunks(setup.batch) {
+    for chunk in writes.chunks(w.batch) {
         repo.apply(chunk).await.expect("bulk upsert");
     }
     report(
-        "(diagnostic) leafsync's write path alone",
+        "(diagnostic) leafsync's write path alone, no Kafka",
         writes.len(),
-        setup.bytes(writes.len()),
+        w.bytes(writes.len()),
         started.elapsed(),
     )
 }
 
-/// 3. One upsert and one synchronous commit per record.
-async fn per_message(setup: &Setup, topics: &[String], n: usize) -> f64 {
+/// Step 4: one upsert and one synchronous commit per record.
+async fn per_message(w: &Workload, topics: &[String], n: usize) -> f64 {
     let consumer = bare_consumer(topics);
     let (client, db) = fresh_db("bench_per_message").await;
     let db = client.database(&db);
@@ -247,55 +267,75 @@ async fn per_message(setup: &Setup, topics: &[String], n: usize) -> f64 {
     report(
         "per-message: upsert + sync commit per record",
         n,
-        setup.bytes(n),
+        w.bytes(n),
         started.expect("records").elapsed(),
     )
 }
 
-/// 4. The job drains the backlog; timed from its first consumed record to the last insert.
-async fn job(setup: &Setup, config: JobConfig) -> f64 {
-    let n = setup.events.len() as u64;
+/// Step 5: the job drains the backlog; timed from its first consumed record to the N-th
+/// outcome (every record gets one: inserted, updated, unchanged, stale, collapsed).
+async fn job(w: &Workload, config: JobConfig) -> f64 {
+    let n = w.events.len() as u64;
     let metrics = JobMetrics::new();
     let settings = config.validate().expect("valid config");
     let job = Job::build(settings, metrics.clone()).await.expect("job");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(job.run(shutdown.clone()));
-    let count = |family: &prometheus::IntCounterVec, extra: &[&str]| -> u64 {
+    let consumed = || -> u64 {
         PLANTS
             .iter()
-            .map(|p| family.with_label_values(&[&[*p][..], extra].concat()).get())
+            .map(|p| metrics.events_consumed.with_label_values(&[p]).get())
             .sum()
     };
-    while count(&metrics.events_consumed, &[]) == 0 {
+    let applied = || -> u64 {
+        let text = metrics.render();
+        leafsync_test_support::metric_value(&text, "leafsync_job_images_total", &[])
+    };
+    while consumed() == 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
-    while count(&metrics.images, &["inserted"]) < n {
+    while applied() < n {
         assert!(
             Instant::now() < deadline,
             "job applied too few events in 600 s"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let wall = started.elapsed();
     let rate = report(
         "consumer-job: Kafka -> consumer-job -> SecantusDB",
-        setup.events.len(),
-        setup.bytes(setup.events.len()),
-        started.elapsed(),
+        w.events.len(),
+        w.bytes(w.events.len()),
+        wall,
     );
     let batches = metrics.batch_size.get_sample_count();
     #[allow(clippy::cast_precision_loss)]
     let mean = metrics.batch_size.get_sample_sum() / batches.max(1) as f64;
+    let writing = metrics.write_duration.get_sample_sum();
+    let committing = metrics.commit_duration.get_sample_sum();
+    let wall = wall.as_secs_f64();
     println!(
-        "  {:<52} {batches} batches, {mean:.0} records on average, writing {:.2} s of the {:.2} s",
+        "  {:<60} {batches} batches, {mean:.0} records on average; of {wall:.2} s: writing to MongoDB {writing:.2} s ({:.0} %), committing {committing:.2} s, the rest {:.2} s",
         "",
-        metrics.batch_duration.get_sample_sum(),
-        started.elapsed().as_secs_f64()
+        100.0 * writing / wall,
+        (wall - writing - committing).max(0.0)
     );
     shutdown.cancel();
     handle.await.expect("job task").expect("job run");
     rate
+}
+
+/// The N LIMS-sized creates (image `i / 3 + 1` of plant `i % 3`).
+fn creates(n: usize, kb: usize) -> Vec<Ev> {
+    (1..=n)
+        .map(|i| Ev {
+            plant: i % 3,
+            key: i64::try_from(i / 3 + 1).expect("small"),
+            value: event(i / 3 + 1, kb),
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -313,46 +353,55 @@ async fn main() {
                 .expect("BENCH_PARTITIONS: comma-separated integers")
         })
         .collect();
-    let events: Vec<(usize, String)> = (1..=n).map(|i| (i, event(i / 3 + 1, kb))).collect();
-    let avg_bytes = events.iter().map(|(_, e)| e.len()).sum::<usize>() / n;
+    let workloads = [
+        Workload::new("creates", creates(n, kb), batch),
+        Workload::new("mixed", mixed_events(n, kb), batch),
+    ];
     #[allow(clippy::cast_precision_loss)]
-    let avg_kb = avg_bytes as f64 / 1024.0;
+    let avg_kb = workloads[0].avg_bytes as f64 / 1024.0;
     println!(
-        "leafsync throughput benchmark: {n} events of {avg_kb:.1} KiB (hex of {kb} KiB images), DB bulks of {batch}"
+        "leafsync throughput benchmark: {n} events of {avg_kb:.1} KiB (hex of {kb} KiB images) per workload, bulks of {batch}, w: majority, j: true"
     );
     println!(
         "Mongo {} | Kafka {}",
         leafsync_core::redact::redact_uri(&mongo_uri()),
         kafka_brokers()
     );
-    let setup = Setup {
-        events,
-        avg_bytes,
-        batch,
-    };
-    for p in partitions {
-        println!("3 topics x {p} partition(s):");
-        let topics = fresh_topics(p).await;
-        let started = Instant::now();
-        produce(&topics, &setup.events).await;
-        report(
-            "(setup) produce the backlog",
-            n,
-            setup.bytes(n),
-            started.elapsed(),
-        );
-        let broker = broker_ceiling(&setup, &topics).await;
-        let db = db_ceiling(&setup).await;
-        let inserts = insert_ceiling(&setup).await;
-        let per_message = per_message(&setup, &topics, per_message_n).await;
-        write_path(&setup).await;
-        let job_rate = job(&setup, job_config(&topics, batch)).await;
-        let ceiling = broker.min(db);
-        println!(
-            "  job = {:.0}% of min(broker, database upserts) = {ceiling:.0} msg/s; {:.0}% of min(broker, database inserts); {:.1}x the per-message baseline ({per_message:.0} msg/s)",
-            100.0 * job_rate / ceiling,
-            100.0 * job_rate / broker.min(inserts),
-            job_rate / per_message
-        );
+    for w in &workloads {
+        println!("workload {}:", w.name);
+        let neutral = neutral(w);
+        let ceiling = if w.name == "creates" {
+            neutral.creates
+        } else {
+            neutral.mixed
+        };
+        let _ = neutral.updates;
+        write_path(w).await;
+        for &p in &partitions {
+            println!(" 3 topics x {p} partition(s):");
+            let topics = fresh_topics(p).await;
+            let started = Instant::now();
+            produce_events(&topics, &w.events).await;
+            report(
+                "(setup) produce the backlog",
+                n,
+                w.bytes(n),
+                started.elapsed(),
+            );
+            let broker = broker_ceiling(w, &topics).await;
+            if w.name == "creates" && p == partitions[0] {
+                let per_message = per_message(w, &topics, per_message_n).await;
+                println!(
+                    "  {:<60} (per-message baseline: {per_message:.0} msg/s)",
+                    ""
+                );
+            }
+            let job_rate = job(w, job_config(&topics, batch)).await;
+            println!(
+                "  job = {:.0} % of the neutral ceiling ({ceiling:.0} docs/s, pymongo), {:.0} % of the broker ceiling",
+                100.0 * job_rate / ceiling,
+                100.0 * job_rate / broker
+            );
+        }
     }
 }

@@ -140,6 +140,9 @@ pub struct JobConfig {
     pub dlq_topic: String,
     /// Consumer session timeout; a dead replica's partitions move after this long.
     pub kafka_session_timeout_ms: u32,
+    /// Longest gap between two polls before librdkafka leaves the group. The job polls
+    /// on while it holds (partitions paused), so only a wedged process reaches it.
+    pub kafka_max_poll_interval_ms: u32,
     /// How often librdkafka reports statistics (consumer lag metric).
     pub kafka_statistics_interval_ms: u32,
     /// Most KiB librdkafka prefetches ahead of the job, per assigned partition (its
@@ -160,8 +163,10 @@ pub struct JobConfig {
     pub batch_max_messages: usize,
     /// Most bytes of record values in one batch.
     pub batch_max_bytes: usize,
-    /// Record values larger than this are dead-lettered as `oversized`.
-    pub max_event_bytes: usize,
+    /// Record values larger than this are dead-lettered as `oversized` (value left out).
+    /// `LEAFSYNC_MAX_EVENT_BYTES`, its earlier name, is read too.
+    #[serde(alias = "max_event_bytes")]
+    pub max_record_bytes: usize,
     /// Seconds an event's `updated_at` may be ahead of the job's clock; a later one is
     /// dead-lettered as `future-version` (a producer with a wrong clock would otherwise
     /// win over every real update to come).
@@ -178,6 +183,10 @@ pub struct JobConfig {
     /// stream (unready, nothing committed) instead of draining the topic into the DLQ.
     /// `1` turns the breaker off.
     pub dlq_breaker_max_share: f64,
+    /// While the breaker is open (kept in the consumer DB, so restarts and other replicas
+    /// see it), one record is tried this often: dead-lettered, the breaker stays open;
+    /// applied, it closes.
+    pub dlq_breaker_probe_interval_ms: u64,
     /// After SIGTERM, how long the in-flight batch may take before it is abandoned
     /// (uncommitted). Keep below Kubernetes' `terminationGracePeriodSeconds`.
     pub drain_timeout_ms: u64,
@@ -198,6 +207,8 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Session timeout.
     pub session_timeout_ms: u32,
+    /// Longest gap between polls.
+    pub max_poll_interval_ms: u32,
     /// Statistics interval (lag metric).
     pub statistics_interval_ms: u32,
     /// Prefetch bound per partition, KiB.
@@ -224,6 +235,8 @@ pub struct BreakerSettings {
     pub window: usize,
     /// Share of the window above which it opens.
     pub max_share: f64,
+    /// How often an open breaker tries one record.
+    pub probe_interval: Duration,
 }
 
 /// The validated configuration the job runs on; [`JobConfig::validate`] builds it.
@@ -275,6 +288,7 @@ impl Default for JobConfig {
                 .join(","),
             dlq_topic: "leafsync-dead-letter".to_owned(),
             kafka_session_timeout_ms: 10_000,
+            kafka_max_poll_interval_ms: 300_000,
             kafka_statistics_interval_ms: 5_000,
             kafka_queued_max_kbytes: 2_048,
             kafka_fetch_wait_max_ms: 500,
@@ -283,13 +297,14 @@ impl Default for JobConfig {
             mongo_write_path: WritePath::Auto,
             batch_max_messages: 500,
             batch_max_bytes: 4 * 1024 * 1024,
-            max_event_bytes: 1_000_000,
+            max_record_bytes: 1_000_000,
             max_future_skew: 300,
             tombstone_policy: TombstonePolicy::DeadLetter,
             retry_base_ms: 100,
             retry_max_ms: 10_000,
             dlq_breaker_window: 200,
             dlq_breaker_max_share: 0.5,
+            dlq_breaker_probe_interval_ms: 300_000,
             drain_timeout_ms: 20_000,
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9100)),
             log_format: LogFormat::Text,
@@ -322,14 +337,20 @@ impl EnvConfig for JobConfig {
         if self.dlq_topic.trim().is_empty() {
             return invalid("LEAFSYNC_DLQ_TOPIC", "must not be empty");
         }
+        if self.kafka_max_poll_interval_ms < self.kafka_session_timeout_ms {
+            return invalid(
+                "LEAFSYNC_KAFKA_MAX_POLL_INTERVAL_MS",
+                "must be at least LEAFSYNC_KAFKA_SESSION_TIMEOUT_MS (librdkafka refuses less)",
+            );
+        }
         if self.kafka_fetch_wait_max_ms == 0 {
             return invalid("LEAFSYNC_KAFKA_FETCH_WAIT_MAX_MS", "must be at least 1");
         }
         if self.batch_max_messages == 0 {
             return invalid("LEAFSYNC_BATCH_MAX_MESSAGES", "must be at least 1");
         }
-        if self.max_event_bytes == 0 {
-            return invalid("LEAFSYNC_MAX_EVENT_BYTES", "must be at least 1");
+        if self.max_record_bytes == 0 {
+            return invalid("LEAFSYNC_MAX_RECORD_BYTES", "must be at least 1");
         }
         if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
             return invalid(
@@ -363,6 +384,7 @@ impl EnvConfig for JobConfig {
                 brokers: self.kafka_brokers,
                 group_id: self.kafka_group_id,
                 session_timeout_ms: self.kafka_session_timeout_ms,
+                max_poll_interval_ms: self.kafka_max_poll_interval_ms,
                 statistics_interval_ms: self.kafka_statistics_interval_ms,
                 queued_max_kbytes: self.kafka_queued_max_kbytes,
                 fetch_wait_max_ms: self.kafka_fetch_wait_max_ms,
@@ -378,7 +400,7 @@ impl EnvConfig for JobConfig {
                 max_bytes: self.batch_max_bytes,
             },
             limits: Limits {
-                max_event_bytes: self.max_event_bytes,
+                max_record_bytes: self.max_record_bytes,
                 tombstones: self.tombstone_policy,
                 max_future_skew: Duration::from_secs(self.max_future_skew),
             },
@@ -389,6 +411,7 @@ impl EnvConfig for JobConfig {
             breaker: BreakerSettings {
                 window: self.dlq_breaker_window,
                 max_share: self.dlq_breaker_max_share,
+                probe_interval: Duration::from_millis(self.dlq_breaker_probe_interval_ms),
             },
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             metrics_addr: self.metrics_addr,

@@ -27,7 +27,7 @@ pub enum Decision {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Values above this many bytes are `oversized`.
-    pub max_event_bytes: usize,
+    pub max_record_bytes: usize,
     /// Tombstone handling.
     pub tombstones: TombstonePolicy,
     /// How far `updated_at` may be ahead of the clock before it is `future-version`.
@@ -74,7 +74,7 @@ fn decide_value(route: &Route, limits: Limits, value: Option<&[u8]>, now: i64) -
             )),
         };
     };
-    if value.len() > limits.max_event_bytes {
+    if value.len() > limits.max_record_bytes {
         return Decision::DeadLetter(DeadLetter {
             omit_value: true,
             ..DeadLetter::new(
@@ -82,7 +82,7 @@ fn decide_value(route: &Route, limits: Limits, value: Option<&[u8]>, now: i64) -
                 format!(
                     "value is {} bytes, the limit is {}",
                     value.len(),
-                    limits.max_event_bytes
+                    limits.max_record_bytes
                 ),
             )
         });
@@ -149,7 +149,7 @@ mod tests {
     }
 
     const LIMITS: Limits = Limits {
-        max_event_bytes: 64,
+        max_record_bytes: 64,
         tombstones: TombstonePolicy::DeadLetter,
         max_future_skew: Duration::from_secs(300),
     };

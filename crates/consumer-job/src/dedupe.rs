@@ -120,7 +120,12 @@ pub async fn dedupe(
 ) -> mongodb::error::Result<Report> {
     let coll = db.collection::<Document>(collection);
     let mut report = Report::default();
-    let mut indexes = coll.list_indexes().await?;
+    let mut indexes = match coll.list_indexes().await {
+        Ok(indexes) => indexes,
+        // NamespaceNotFound: a collection nothing wrote yet holds nothing to repair.
+        Err(e) if leafsync_core::mongo::error_code(&e) == Some(26) => return Ok(report),
+        Err(e) => return Err(e),
+    };
     while let Some(index) = indexes.try_next().await? {
         let on_id = index.keys.keys().map(String::as_str).eq(["id"]);
         let unique = index

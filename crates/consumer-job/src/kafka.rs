@@ -1,8 +1,15 @@
 //! The Kafka side: client settings that make at-least-once hold (no auto commit, no auto
-//! offset store), and the consumer context that commits on revoke, reports rebalances and
-//! turns librdkafka's statistics into the consumer-lag gauge.
+//! offset store), and the consumer context that commits on revoke, reports rebalances,
+//! keeps partitions paused while the job holds, and turns librdkafka's statistics into
+//! the consumer-lag gauge.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use rdkafka::{
     ClientConfig, ClientContext, Statistics, TopicPartitionList,
@@ -19,10 +26,42 @@ use crate::{config::KafkaSettings, metrics::JobMetrics};
 /// The consumer's context: rebalance hooks and statistics.
 pub struct JobContext {
     metrics: JobMetrics,
+    flow: Arc<Flow>,
+}
+
+/// What the fetch stage and the rebalance hooks share: whether fetching is paused (the
+/// writer holds), so partitions assigned meanwhile are paused too, and a count of
+/// rebalances, so the fetch stage knows to drop records of partitions it lost.
+#[derive(Debug, Default)]
+pub struct Flow {
+    paused: AtomicBool,
+    rebalances: AtomicU64,
+}
+
+impl Flow {
+    /// Whether fetching is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Marks fetching paused or not.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Rebalances so far.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::SeqCst)
+    }
 }
 
 impl ClientContext for JobContext {
     fn stats(&self, statistics: Statistics) {
+        if self.flow.is_paused() {
+            // Paused partitions are not fetched, so librdkafka no longer learns their
+            // ends: the fetch stage reads the lag from the broker meanwhile.
+            return;
+        }
         for (topic, stats) in statistics.topics {
             for (partition, p) in stats.partitions {
                 if partition >= 0 && p.desired && p.consumer_lag >= 0 {
@@ -83,7 +122,14 @@ impl ConsumerContext for JobContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.flow.rebalances.fetch_add(1, Ordering::SeqCst);
+        if let (Rebalance::Assign(tpl), true) = (rebalance, self.flow.is_paused()) {
+            // The job holds: new partitions wait too (their records would only pile up).
+            if let Err(e) = consumer.pause(tpl) {
+                tracing::warn!(error = %e, "cannot pause the partitions just assigned");
+            }
+        }
         let owned = consumer.assignment().map_or(0, |tpl| tpl.count());
         self.metrics
             .assigned_partitions
@@ -113,6 +159,12 @@ pub fn consumer_config(config: &KafkaSettings) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        // The fetch stage polls on while the job holds (partitions paused), so the member
+        // keeps its place however long an outage lasts; this bounds a wedged process.
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval_ms.to_string(),
+        )
         .set(
             "statistics.interval.ms",
             config.statistics_interval_ms.to_string(),
@@ -122,6 +174,13 @@ pub fn consumer_config(config: &KafkaSettings) -> ClientConfig {
             config.queued_max_kbytes.to_string(),
         )
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
+        // One fetch brings at most the prefetch bound (its default, 50 MB, would bring
+        // that much at once from a topic of large records); a record larger than the
+        // bound still comes, alone (KIP-74), so any record the broker allows goes through.
+        .set(
+            "fetch.max.bytes",
+            (u64::from(config.queued_max_kbytes) * 1024).to_string(),
+        )
         // Once the prefetch bound is reached librdkafka pauses a partition's fetching for
         // this long (1 s by default): with a small bound that idled the writer for most of
         // a backlog drain. Refill as soon as the job has taken records.
@@ -134,18 +193,19 @@ pub fn consumer_config(config: &KafkaSettings) -> ClientConfig {
     client
 }
 
-/// The stream consumer over [`consumer_config`].
+/// The stream consumer over [`consumer_config`], sharing `flow` with the fetch stage.
 pub fn consumer(
     config: &KafkaSettings,
     metrics: JobMetrics,
+    flow: Arc<Flow>,
 ) -> KafkaResult<StreamConsumer<JobContext>> {
-    consumer_config(config).create_with_context(JobContext { metrics })
+    consumer_config(config).create_with_context(JobContext { metrics, flow })
 }
 
 /// The dead-letter producer: waits for all in-sync replicas, fails a send after 30 s so
 /// the job's own retry loop (with backoff and shutdown awareness) takes over.
-/// Its size limit leaves room for any record up to `max_event_bytes` plus our headers.
-pub fn producer(brokers: &str, max_event_bytes: usize) -> KafkaResult<FutureProducer> {
+/// Its size limit leaves room for any record up to `max_record_bytes` plus our headers.
+pub fn producer(brokers: &str, max_record_bytes: usize) -> KafkaResult<FutureProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("client.id", "leafsync-consumer-job-dlq")
@@ -153,7 +213,7 @@ pub fn producer(brokers: &str, max_event_bytes: usize) -> KafkaResult<FutureProd
         .set("message.timeout.ms", "30000")
         .set(
             "message.max.bytes",
-            (max_event_bytes.max(1_000_000) + 64 * 1024).to_string(),
+            (max_record_bytes.max(1_000_000) + 64 * 1024).to_string(),
         )
         .set_log_level(RDKafkaLogLevel::Warning)
         .create()
@@ -212,6 +272,7 @@ mod tests {
         assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(client.get("auto.offset.reset"), Some("earliest"));
         assert_eq!(client.get("queued.max.messages.kbytes"), Some("4096"));
+        assert_eq!(client.get("fetch.max.bytes"), Some("4194304"));
         assert_eq!(client.get("session.timeout.ms"), Some("10000"));
         assert_eq!(client.get("fetch.wait.max.ms"), Some("500"));
         assert_eq!(client.get("fetch.queue.backoff.ms"), Some("10"));

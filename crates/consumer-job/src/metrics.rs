@@ -39,6 +39,10 @@ pub struct JobMetrics {
     pub commits: IntCounterVec,
     /// Wall time of one batch from first record to committed offsets.
     pub batch_duration: Histogram,
+    /// Wall time of one batch's writes to MongoDB, retries included.
+    pub write_duration: Histogram,
+    /// Wall time of one offset commit (they run beside the writes, not between them).
+    pub commit_duration: Histogram,
     /// Records per batch.
     pub batch_size: Histogram,
     /// now − the event's `updated_at` (else `created_at`) when it is applied, by plant.
@@ -48,7 +52,8 @@ pub struct JobMetrics {
     /// Partitions this replica owns after the last rebalance.
     pub assigned_partitions: IntGauge,
     /// 1 while the job holds the stream, by reason: `index` (the unique index on `id`
-    /// cannot be built: duplicate ids, see `dedupe`), `mongo-refused` (MongoDB refuses
+    /// cannot be built: duplicate ids, see `dedupe`), `mongo-unavailable` (MongoDB has not
+    /// answered for several retries in a row), `mongo-refused` (MongoDB refuses
     /// writes for a reason that is not a document's), `write-concern` (the deployment
     /// cannot satisfy the write concern), `dead-letter-send` (the dead-letter topic does
     /// not take records), `dead-letter-breaker` (too many dead letters). `/ready` answers
@@ -124,6 +129,14 @@ const END_TO_END_LAG: (&str, &str) = (
 const LAG_BUCKETS: [f64; 15] = [
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
+const WRITE_DURATION: (&str, &str) = (
+    "leafsync_job_write_duration_seconds",
+    "Time a batch spends writing to MongoDB, retries included.",
+);
+const COMMIT_DURATION: (&str, &str) = (
+    "leafsync_job_commit_duration_seconds",
+    "Time one offset commit takes (commits run beside the writes).",
+);
 const BATCH_DURATION: (&str, &str) = (
     "leafsync_job_batch_duration_seconds",
     "Time from a batch's first record to its committed offsets.",
@@ -187,6 +200,18 @@ impl JobMetrics {
                 BATCH_DURATION.1,
                 exponential(0.001, 16),
             ),
+            write_duration: histogram(
+                r,
+                WRITE_DURATION.0,
+                WRITE_DURATION.1,
+                exponential(0.001, 16),
+            ),
+            commit_duration: histogram(
+                r,
+                COMMIT_DURATION.0,
+                COMMIT_DURATION.1,
+                exponential(0.001, 16),
+            ),
             batch_size: histogram(r, BATCH_SIZE.0, BATCH_SIZE.1, exponential(1.0, 12)),
             end_to_end_lag: register(r, end_to_end_lag.expect("valid metric definition")),
             consumer_lag: gauges(r, CONSUMER_LAG.0, CONSUMER_LAG.1, &["topic", "partition"]),
@@ -214,8 +239,9 @@ impl JobMetrics {
 }
 
 /// Why the job may hold the stream (the `reason` label of `leafsync_job_stalled`).
-pub const STALL_REASONS: [&str; 5] = [
+pub const STALL_REASONS: [&str; 6] = [
     "index",
+    "mongo-unavailable",
     "mongo-refused",
     "write-concern",
     "dead-letter-send",

@@ -22,10 +22,18 @@ pub fn kafka_config() -> ClientConfig {
 /// Creates `name` with `partitions` partitions on the test broker; panics with a hint
 /// when the broker is unreachable or refuses.
 pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[]).await;
+}
+
+/// [`create_topic`] with topic configs (e.g. `max.message.bytes`).
+pub async fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> =
         kafka_config().create().expect("kafka admin client");
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let result = tokio::time::timeout(
         Duration::from_secs(20),
         admin.create_topics([&topic], &options),

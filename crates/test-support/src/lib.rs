@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-pub use kafka::{KafkaProcess, create_topic, kafka_config};
+pub use kafka::{KafkaProcess, create_topic, create_topic_with, kafka_config};
 pub use mongo::{MongoProcess, mongo_client, mongo_client_at};
 pub use net::{free_port, http_get, latency_proxy, parse_response};
 

@@ -138,6 +138,30 @@ impl Batch {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// The first record alone, and the rest: what an open breaker tries, and what waits.
+    pub fn split_first(mut self) -> (Batch, Batch) {
+        let rest = self.records.split_off(1.min(self.records.len()));
+        let mut first = Batch::default();
+        let mut others = Batch::default();
+        for record in self.records {
+            first.push(record);
+        }
+        for record in rest {
+            others.push(record);
+        }
+        (first, others)
+    }
+
+    /// Keeps only the records `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Record) -> bool) {
+        self.records.retain(|r| keep(r));
+        self.bytes = self
+            .records
+            .iter()
+            .map(|r| r.msg.payload().map_or(0, <[u8]>::len))
+            .sum();
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,25 @@ impl Breaker {
         }
     }
 
+    /// A breaker closed after a probe record went through, its window full and at the
+    /// threshold, the dead letters newest: one more dead letter before the window has
+    /// refilled with good records opens it again (a flood does not get a window's worth
+    /// through on the strength of one good record).
+    pub fn after_probe(window: usize, max_share: f64) -> Self {
+        let mut breaker = Self::new(window, max_share);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )] // a share of a small count
+        let dead = ((max_share * window as f64).floor() as usize).min(window);
+        breaker.recent = std::iter::repeat_n(false, window - dead)
+            .chain(std::iter::repeat_n(true, dead))
+            .collect();
+        breaker.dead = dead;
+        breaker
+    }
+
     /// Whether a batch of `records` of which `dead` are to be dead-lettered may go: it
     /// may not when, with it, more than `max_share` of the last `window` records would be
     /// dead letters (counted against the whole window, so a lone poison record at start-up
@@ -70,6 +89,19 @@ mod tests {
             "healthy records push the dead letters out of the window"
         );
         assert!(b.admit(1, 1));
+    }
+
+    #[test]
+    fn a_breaker_closed_by_a_probe_reopens_at_the_next_dead_letter_until_good_records_refill_it() {
+        let mut b = Breaker::after_probe(10, 0.5);
+        assert!(!b.admit(1, 1), "at the threshold: one more opens it");
+        assert!(b.admit(4, 0));
+        assert!(
+            !b.admit(1, 1),
+            "four good records pushed out good ones only"
+        );
+        assert!(b.admit(1, 0));
+        assert!(b.admit(1, 1), "the oldest dead letter left the window");
     }
 
     #[test]

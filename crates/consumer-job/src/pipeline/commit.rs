@@ -1,7 +1,9 @@
-//! Committing a batch: store its offsets, then commit them synchronously, only after
-//! every record of the batch reached MongoDB or the dead-letter topic. Batches reach this
-//! one at a time, in consumption order, so a later batch's offsets are never committed
-//! before an earlier batch is durable.
+//! Committing: a batch's offsets are *stored* only after every record of it reached
+//! MongoDB or the dead-letter topic, and batches reach this one at a time, in consumption
+//! order, so no stored offset is ever ahead of what is durable. The *commit* of what is
+//! stored ([`Job::commit_stored_offsets`]) runs while the write stage writes the next
+//! batch, not between the two batches: one commit at a time, each carrying every offset
+//! stored before it started.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -13,11 +15,11 @@ use rdkafka::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Abandoned, Job};
+use super::Job;
 use crate::retry::{Gave, retry};
 
-/// Commit attempts per batch; a commit still failing after them is left to the next
-/// batch's commit (its offsets stay stored: never skipped, never ahead).
+/// Attempts per commit; one still failing after them is left to the next commit (its
+/// offsets stay stored: never skipped, never ahead).
 const COMMIT_ATTEMPTS: u32 = 5;
 
 /// The offsets to store once every record of `msgs` is durable: per partition, one past
@@ -34,24 +36,34 @@ pub fn next_offsets<'a>(
 }
 
 impl Job {
-    /// Stores the offsets past `msgs` and commits them, retrying a transient failure a few
-    /// times. `Err` only when abandoned at the drain deadline.
-    pub(super) async fn commit_batch<'a>(
-        &self,
-        msgs: impl IntoIterator<Item = &'a OwnedMessage>,
-        abandon: &CancellationToken,
-    ) -> Result<(), Abandoned> {
+    /// Stores the offsets past `msgs` (of partitions still assigned), for the next
+    /// commit. Called once every record of `msgs` is durable.
+    pub(super) fn store_batch<'a>(&self, msgs: impl IntoIterator<Item = &'a OwnedMessage>) {
+        // Only partitions still assigned: a batch written across a rebalance stores what
+        // this member still owns (the new owner of the rest replays from its commit).
+        let owned = self.consumer.assignment().unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, offset) in next_offsets(msgs) {
+            if owned.find_partition(topic, partition).is_none() {
+                continue;
+            }
             if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
                 tracing::error!(error = %e, topic, partition, "cannot build the offset list");
             }
         }
-        if let Err(e) = self.consumer.store_offsets(&tpl) {
-            // The partitions were revoked mid-batch; their new owner replays from the last commit.
-            tracing::info!(error = %e, "offsets not stored (partitions no longer assigned)");
-            return Ok(());
+        if tpl.count() == 0 {
+            return;
         }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // The partitions were revoked meanwhile; their new owner replays from the last commit.
+            tracing::info!(error = %e, "offsets not stored (partitions no longer assigned)");
+        }
+    }
+
+    /// Commits what is stored, retrying a transient failure a few times; one still
+    /// failing is left to the next commit (the offsets stay stored: never skipped, never
+    /// ahead). Ends early when `abandon` fires (the drain deadline).
+    pub(super) async fn commit_stored_offsets(&self, abandon: &CancellationToken) {
         // Gives up (not abandons) after COMMIT_ATTEMPTS: a child of `abandon` that the
         // last retry cancels, so the two endings stay apart.
         let give_up = abandon.child_token();
@@ -59,7 +71,11 @@ impl Job {
             self.settings.backoff,
             &give_up,
             || async {
+                let started = std::time::Instant::now();
                 let result = self.commit_stored().await;
+                self.metrics
+                    .commit_duration
+                    .observe(started.elapsed().as_secs_f64());
                 let label = if result.is_ok() { "ok" } else { "error" };
                 self.metrics.commits.with_label_values(&[label]).inc();
                 result
@@ -74,32 +90,40 @@ impl Job {
         )
         .await;
         match committed {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(Gave::Up(e)) => {
                 tracing::warn!(error = %e, "commit refused (group rebalancing); the next owner replays from the last commit");
-                Ok(())
             }
-            Err(Gave::Abandoned) if abandon.is_cancelled() => Err(Abandoned),
-            Err(Gave::Abandoned) => {
-                tracing::warn!(
-                    attempts = COMMIT_ATTEMPTS,
-                    "commit still failing; offsets stay stored and go with the next commit"
-                );
-                Ok(())
-            }
+            Err(Gave::Abandoned) if abandon.is_cancelled() => {}
+            Err(Gave::Abandoned) => tracing::warn!(
+                attempts = COMMIT_ATTEMPTS,
+                "commit still failing; offsets stay stored and go with the next commit"
+            ),
         }
     }
 
-    /// `commit_consumer_state(Sync)` off the async threads (it blocks on the broker).
+    /// `commit_consumer_state(Sync)` off the async threads (it blocks on the broker), on a
+    /// thread of its own rather than tokio's blocking pool: a sync commit waits for the
+    /// group coordinator with no bound of its own, and a runtime that shuts down waits for
+    /// every blocking-pool task, so one commit stuck on a vanished cluster would hold the
+    /// process (or a test) forever. Dropped (abandoned, timed out), this future leaves
+    /// the thread to finish, or to end with the process.
     pub(super) async fn commit_stored(&self) -> Result<(), KafkaError> {
         let consumer = Arc::clone(&self.consumer);
-        match tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
-            .await
-        {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("leafsync-commit".to_owned())
+            .spawn(move || {
+                let _ = done.send(consumer.commit_consumer_state(CommitMode::Sync));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the commit thread");
+            return Err(KafkaError::Canceled);
+        }
+        match result.await {
             Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => Ok(()),
             Ok(Err(e)) => Err(e),
-            Err(join) => Err(KafkaError::Canceled)
-                .inspect_err(|_| tracing::error!(error = %join, "commit task failed")),
+            Err(_) => Err(KafkaError::Canceled),
         }
     }
 }

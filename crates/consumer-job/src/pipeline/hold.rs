@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use prometheus::IntGaugeVec;
 
-/// The hold a job is in, if any; leaving it (or dropping it) logs the end.
+/// The hold a job is in, if any; leaving it logs the end.
 pub struct Holding {
     stalled: IntGaugeVec,
     current: Option<(&'static str, Instant)>,
@@ -52,9 +52,13 @@ impl Holding {
     }
 }
 
+/// Dropped while holding (shutdown): the gauge is cleared, but nothing resumed, so
+/// nothing is logged.
 impl Drop for Holding {
     fn drop(&mut self) {
-        self.leave();
+        if let Some((reason, _)) = self.current.take() {
+            self.stalled.with_label_values(&[reason]).set(0);
+        }
     }
 }
 

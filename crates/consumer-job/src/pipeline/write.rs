@@ -7,7 +7,7 @@ use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Abandoned, Job,
+    Abandoned, Job, UNAVAILABLE, UNAVAILABLE_AFTER,
     batch::{Batch, Record},
     breaker::Breaker,
     hold::Holding,
@@ -17,46 +17,72 @@ use crate::{
     retry::{Gave, retry},
 };
 
+/// What became of a batch.
+pub(super) enum Processed {
+    /// Written, dead letters sent, offsets committed; `dead` records were dead-lettered.
+    Committed {
+        /// Records dead-lettered.
+        dead: usize,
+    },
+    /// The breaker refused it: written where it could be, but nothing dead-lettered or
+    /// committed. The batch comes back, to be held.
+    Tripped(Batch),
+}
+
 impl Job {
-    /// Applies one batch and commits it. `Err` only when abandoned at the drain deadline.
+    /// Applies one batch and commits it, unless `breaker` refuses its dead letters (no
+    /// breaker: a probe, always let through). `Err` only when abandoned at the drain
+    /// deadline.
     pub(super) async fn process(
         &self,
         mut batch: Batch,
-        breaker: &mut Breaker,
+        breaker: Option<&mut Breaker>,
         abandon: &CancellationToken,
-    ) -> Result<(), Abandoned> {
+    ) -> Result<Processed, Abandoned> {
         let started = std::time::Instant::now();
         let writes: Vec<&Write> = batch.records.iter().filter_map(Record::write).collect();
         if !writes.is_empty() {
+            let writing = std::time::Instant::now();
             let outcomes = self.apply(&writes, abandon).await?;
+            self.metrics
+                .write_duration
+                .observe(writing.elapsed().as_secs_f64());
             let written = batch.records.iter_mut().filter(|r| r.write().is_some());
             for (record, outcome) in written.zip(outcomes) {
                 record.settle(outcome);
             }
         }
-        for record in &batch.records {
-            if let (Some(outcome), Some(w)) = (&record.outcome, record.write()) {
-                self.record_outcome(record.label(), w, outcome);
-            }
-        }
-
         let dead = batch
             .records
             .iter()
             .filter(|r| r.dead_letter().is_some())
             .count();
-        if !breaker.admit(batch.len(), dead) {
-            return Err(self.hold_for_the_breaker(batch.len(), dead, abandon).await);
+        if let Some(breaker) = breaker {
+            if !breaker.admit(batch.len(), dead) {
+                return Ok(Processed::Tripped(batch));
+            }
+        }
+        let mut tally = std::collections::BTreeMap::<&'static str, usize>::new();
+        for record in &batch.records {
+            if let (Some(outcome), Some(w)) = (&record.outcome, record.write()) {
+                self.record_outcome(record.label(), w, outcome);
+                *tally.entry(outcome.as_str()).or_default() += 1;
+            }
         }
         self.dead_letter(&batch.records, abandon).await?;
-        self.commit_batch(batch.records.iter().map(|r| &r.msg), abandon)
-            .await?;
-        self.metrics
-            .batch_duration
-            .observe(started.elapsed().as_secs_f64());
+        self.store_batch(batch.records.iter().map(|r| &r.msg));
+        let took = started.elapsed();
+        self.metrics.batch_duration.observe(took.as_secs_f64());
         #[allow(clippy::cast_precision_loss)] // batch sizes are far below 2^52
         self.metrics.batch_size.observe(batch.len() as f64);
-        Ok(())
+        tracing::info!(
+            records = batch.len(),
+            dead,
+            ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            outcomes = ?tally,
+            "batch written, its offsets stored"
+        );
+        Ok(Processed::Committed { dead })
     }
 
     fn record_outcome(&self, label: &str, w: &Write, outcome: &WriteOutcome) {
@@ -71,7 +97,7 @@ impl Job {
             WriteOutcome::Rejected { .. } => "Rejected",
             WriteOutcome::Duplicate { .. } => "Duplicate key on another unique index",
         };
-        tracing::info!(
+        tracing::debug!(
             plant = label,
             id = w.change.id.get(),
             outcome = name,
@@ -89,33 +115,6 @@ impl Job {
                     .observe(age);
             }
         }
-    }
-
-    /// Too many dead letters: hold the batch (uncommitted, not dead-lettered) and stay
-    /// unready until shutdown; the operator looks at the records and restarts the job
-    /// (with a larger `LEAFSYNC_DLQ_BREAKER_MAX_SHARE` if they are poison indeed).
-    async fn hold_for_the_breaker(
-        &self,
-        records: usize,
-        dead: usize,
-        abandon: &CancellationToken,
-    ) -> Abandoned {
-        let stalled = self
-            .metrics
-            .stalled
-            .with_label_values(&["dead-letter-breaker"]);
-        stalled.set(1);
-        tracing::error!(
-            records,
-            dead,
-            window = self.settings.breaker.window,
-            max_share = self.settings.breaker.max_share,
-            "dead-letter breaker open: too many records of the last window would be dead-lettered; \
-             holding the stream (nothing dead-lettered or committed) until restarted. Inspect the \
-             records, fix their producer, or raise LEAFSYNC_DLQ_BREAKER_MAX_SHARE and restart"
-        );
-        abandon.cancelled().await;
-        Abandoned
     }
 
     /// The bulk upsert with retries. Every failure that is not the documents' own is
@@ -137,12 +136,16 @@ impl Job {
             |e, attempt, delay| {
                 match e.hold() {
                     Some(hold) => holding.enter(hold.as_str(), e),
-                    None => holding.leave(),
+                    None if attempt >= UNAVAILABLE_AFTER => holding.enter(UNAVAILABLE, e),
+                    None => {}
                 }
                 self.retrying("mongo", e, attempt, delay);
             },
         )
         .await;
+        if result.is_ok() {
+            holding.leave();
+        }
         drop(holding);
         match result {
             Ok(outcomes) => Ok(outcomes),

@@ -5,7 +5,7 @@ use std::{future::Future, time::Duration};
 
 use consumer_job::{Job, JobConfig, JobError, JobMetrics, config::EnvConfig};
 use leafsync_test_support::metric_value;
-use leafsync_test_support::{create_topic, unique_name};
+use leafsync_test_support::{MongoProcess, create_topic, kafka_brokers, unique_name};
 use mongodb::bson::{Document, doc};
 use rdkafka::{
     ClientConfig, Message,
@@ -425,4 +425,44 @@ pub async fn wait_committed_to_end(brokers: &str, group: &str, topics: &[String]
         async move { state }
     })
     .await;
+}
+
+/// A world whose MongoDB is a server of the test's own (the test may kill it), with plant
+/// topics of `partitions` partitions.
+pub async fn world_with_its_own_mongo(partitions: i32) -> (MongoProcess, World) {
+    let mongo = MongoProcess::start().await;
+    let w = World::new(kafka_brokers(), mongo.uri());
+    for topic in &w.plants {
+        create_topic(topic, partitions).await;
+    }
+    create_topic(&w.dlq, 1).await;
+    (mongo, w)
+}
+
+/// How many records `topic` (one partition) holds: its high watermark.
+pub fn topic_end(brokers: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("watermark reader");
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks")
+        .1
+}
+
+/// The members of consumer group `group`, as the broker lists them (and its state).
+pub fn group_members(brokers: &str, group: &str) -> (usize, String) {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("group reader");
+    let list = consumer
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("group list");
+    list.groups().first().map_or((0, "absent".to_owned()), |g| {
+        (g.members().len(), g.state().to_owned())
+    })
 }

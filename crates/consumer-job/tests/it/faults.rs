@@ -185,3 +185,62 @@ async fn a_group_coordinator_outage_loses_nothing() {
     assert_final_state(&w, 60).await;
     job.stop().await;
 }
+
+/// A group coordinator that answers in 20 s: the commit in flight at shutdown is raced
+/// against the drain bound, and the final commit and the close have bounds of their own,
+/// so the job stops within its shutdown bound however slow the coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_group_coordinator_cannot_stretch_shutdown_past_its_bound() {
+    use consumer_job::config::EnvConfig;
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let w = world(&cluster);
+    cluster
+        .coordinator(MockCoordinator::Group(w.group.clone()), 3)
+        .expect("pin the coordinator");
+    for topic in &w.plants {
+        for p in 0..PARTITIONS {
+            cluster
+                .partition_leader(topic, p, Some(1 + p % 2))
+                .expect("move leader");
+        }
+    }
+    cluster
+        .partition_leader(&w.dlq, 0, Some(1))
+        .expect("move leader");
+    let config = w.config();
+    // In process: no runtime to wait for at the end.
+    let bound = config
+        .clone()
+        .validate()
+        .expect("valid")
+        .shutdown_bound()
+        .saturating_sub(consumer_job::config::EXIT_BOUND);
+    let job = crate::common::start_job(config).await;
+    let producer = w.producer();
+    produce(&w, &producer, 1..=10).await;
+    wait_consumed(&job, 20).await;
+    cluster
+        .broker_round_trip_time(3, Duration::from_secs(20))
+        .expect("a slow coordinator");
+    produce(&w, &producer, 11..=20).await;
+    wait_consumed(&job, 40).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = std::time::Instant::now();
+    job.shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), job.handle).await;
+    let took = asked.elapsed();
+    stopped
+        .expect("the job stops")
+        .expect("no panic")
+        .expect("clean exit");
+    eprintln!("stopped {took:?} after the signal (bound {bound:?})");
+    // The mock cluster and the producer wait for the slow broker when they are dropped.
+    cluster
+        .broker_round_trip_time(3, Duration::ZERO)
+        .expect("a fast coordinator again");
+    drop(producer);
+    assert!(
+        took <= bound + Duration::from_secs(1),
+        "{took:?} past the bound {bound:?}"
+    );
+}

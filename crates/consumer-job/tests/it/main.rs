@@ -7,6 +7,7 @@ mod common;
 mod crash_recovery;
 mod dedupe;
 mod faults;
+mod held;
 mod hostile;
 mod mongo_outage;
 mod pipeline;

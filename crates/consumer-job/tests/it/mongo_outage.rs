@@ -4,23 +4,12 @@
 
 use std::time::Duration;
 
-use crate::common::{COLLECTIONS, World, created, eventually, send_json, wait_for_count};
+use crate::common::{
+    COLLECTIONS, created, eventually, send_json, wait_for_count, world_with_its_own_mongo,
+};
 use consumer_job::config::EnvConfig;
 use leafsync_core::WritePath;
-use leafsync_test_support::{MongoProcess, create_topic, kafka_brokers};
 use serde_json::json;
-
-/// A world whose MongoDB is a server of the test's own (it kills it), with plant topics of
-/// `partitions` partitions.
-async fn world_with_its_own_mongo(partitions: i32) -> (MongoProcess, World) {
-    let mongo = MongoProcess::start().await;
-    let w = World::new(kafka_brokers(), mongo.uri());
-    for topic in &w.plants {
-        create_topic(topic, partitions).await;
-    }
-    create_topic(&w.dlq, 1).await;
-    (mongo, w)
-}
 
 async fn a_mongo_outage_mid_stream_loses_and_skips_nothing(path: WritePath) {
     let (mut mongo, w) = world_with_its_own_mongo(3).await;

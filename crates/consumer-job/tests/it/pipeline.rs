@@ -167,7 +167,7 @@ async fn an_out_of_order_stale_event_never_overwrites_a_newer_image() {
 async fn poison_records_are_dead_lettered_with_their_origin_and_the_pipeline_continues() {
     let w = world().await;
     let mut config = w.config();
-    config.max_event_bytes = 64 * 1024;
+    config.max_record_bytes = 64 * 1024;
     let job = crate::common::start_job(config).await;
     let producer = w.producer();
     let potato = &w.plants[0];
