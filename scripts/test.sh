@@ -5,8 +5,13 @@
 # and cargo test --workspace; extra arguments go to `cargo test`. Finally
 # scripts/check-readme.sh runs the README's commands (LEAFSYNC_SKIP_README_CHECK=1 skips it).
 # LEAFSYNC_SKIP_LINT=1 leaves out lint.sh, fmt and clippy (CI: its lint stage ran them).
+# One test runs a real Prometheus (tools/repo-checks/tests/prometheus.rs): Debian's
+# prometheus package is installed first when missing (need_prometheus in lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# In a subshell: lib.sh's port defaults must not leak into with-services.sh.
+# shellcheck source=scripts/lib.sh
+(source scripts/lib.sh && need_prometheus)
 if [[ ${LEAFSYNC_SKIP_LINT:-0} != 1 ]]; then
   scripts/lint.sh
 fi

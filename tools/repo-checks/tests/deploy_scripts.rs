@@ -495,13 +495,18 @@ fn the_pipeline_logs_in_from_stdin_and_its_test_job_skips_what_the_lint_stage_ra
     );
     assert_eq!(ci["test"]["variables"]["LEAFSYNC_SKIP_LINT"], "1");
 
-    // scripts/test.sh in a copy of its own, with lint.sh, with-services.sh and cargo stubbed.
+    // scripts/test.sh in a copy of its own, with lib.sh, lint.sh, with-services.sh and
+    // cargo stubbed.
     let dir = std::env::temp_dir().join(leafsync_test_support::unique_name("test-sh"));
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::copy(root.join("scripts/test.sh"), dir.join("scripts/test.sh")).unwrap();
     let stubs = [
         ("scripts/lint.sh", "echo lint.sh >>\"$STUB_LOG\""),
+        (
+            "scripts/lib.sh",
+            "need_prometheus() { echo need_prometheus >>\"$STUB_LOG\"; }",
+        ),
         ("scripts/with-services.sh", "exec \"$@\""),
         ("bin/cargo", "echo \"cargo $*\" >>\"$STUB_LOG\""),
     ];
@@ -540,13 +545,19 @@ fn the_pipeline_logs_in_from_stdin_and_its_test_job_skips_what_the_lint_stage_ra
     };
     assert_eq!(
         calls("0"),
-        ["lint.sh", "cargo fmt", "cargo clippy", "cargo test"],
+        [
+            "need_prometheus",
+            "lint.sh",
+            "cargo fmt",
+            "cargo clippy",
+            "cargo test"
+        ],
         "locally, the test command checks everything"
     );
     assert_eq!(
         calls("1"),
-        ["cargo test"],
-        "in CI, the lint stage did the rest"
+        ["need_prometheus", "cargo test"],
+        "in CI, the lint stage did the rest (the Prometheus test still needs prometheus)"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
