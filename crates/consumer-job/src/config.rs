@@ -296,7 +296,7 @@ impl Default for JobConfig {
             mongo_db: CONSUMER_DB.to_owned(),
             mongo_write_path: WritePath::Auto,
             batch_max_messages: 500,
-            batch_max_bytes: 4 * 1024 * 1024,
+            batch_max_bytes: 6 * 1024 * 1024,
             max_record_bytes: 1_000_000,
             max_future_skew: 300,
             tombstone_policy: TombstonePolicy::DeadLetter,

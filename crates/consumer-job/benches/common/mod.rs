@@ -63,6 +63,10 @@ pub fn job_config(topics: &[String], batch: usize) -> JobConfig {
         mongo_uri: mongo_uri(),
         mongo_db: unique_name("bench_job"),
         batch_max_messages: batch,
+        batch_max_bytes: leafsync_test_support::env_or(
+            "BENCH_BATCH_BYTES",
+            JobConfig::default().batch_max_bytes,
+        ),
         metrics_addr: "127.0.0.1:0".parse().expect("address"),
         ..JobConfig::default()
     }
@@ -169,21 +173,24 @@ pub async fn produce_events(topics: &[String], events: &[Ev]) {
         .set("bootstrap.servers", kafka_brokers())
         .set("message.timeout.ms", "60000")
         .set("linger.ms", "20")
+        // Idempotent: records enqueued in order stay in order within each partition,
+        // however many batches are in flight.
+        .set("enable.idempotence", "true")
+        .set("queue.buffering.max.kbytes", "1048576")
         .create()
         .expect("producer");
-    // One after another: each partition keeps the order of the workload.
-    for e in events {
-        let key = e.key.to_string();
-        producer
-            .send(
-                FutureRecord::to(&topics[e.plant])
-                    .key(&key)
-                    .payload(&e.value),
-                Duration::from_secs(60),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
+    let keys: Vec<String> = events.iter().map(|e| e.key.to_string()).collect();
+    // All enqueued at once, in workload order (join_all polls them in order).
+    let sends = events.iter().zip(&keys).map(|(e, key)| {
+        producer.send(
+            FutureRecord::to(&topics[e.plant])
+                .key(key)
+                .payload(&e.value),
+            Duration::from_secs(60),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e).expect("produce");
     }
 }
 

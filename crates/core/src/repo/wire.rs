@@ -130,23 +130,17 @@ impl ImageRepository {
         let [by_command, by_bulk_write] = by_kind;
         let subset = |ks: &[usize]| ks.iter().map(|&k| idxs[k]).collect::<Vec<_>>();
         let (commands, bulk) = (subset(&by_command), subset(&by_bulk_write));
-        let (from_commands, from_bulk) = futures::future::try_join(
-            async {
-                if commands.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    self.execute_commands(writes, &commands, attempt).await
-                }
-            },
-            async {
-                if bulk.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    self.execute_bulk_write(writes, &bulk, attempt).await
-                }
-            },
-        )
-        .await?;
+        // In a row, as in `execute_commands`.
+        let from_commands = if commands.is_empty() {
+            Vec::new()
+        } else {
+            self.execute_commands(writes, &commands, attempt).await?
+        };
+        let from_bulk = if bulk.is_empty() {
+            Vec::new()
+        } else {
+            self.execute_bulk_write(writes, &bulk, attempt).await?
+        };
         let mut said: Vec<Option<Said>> = vec![None; idxs.len()];
         for (ks, answers) in [(by_command, from_commands), (by_bulk_write, from_bulk)] {
             for (k, s) in ks.into_iter().zip(answers) {
@@ -303,13 +297,15 @@ impl ImageRepository {
                 }),
             }
         }
+        // One command at a time: SecantusDB parses a command body under one lock, and
+        // three 5 MB bodies at once took 1.6x as long as the same three in a row (the
+        // throughput bench; `scripts/bench.sh throughput`). On MongoDB a command of a few
+        // hundred images dwarfs the round trip that ordering adds.
         let concern = self.db.write_concern();
-        let replies = futures::future::try_join_all(
-            commands
-                .iter()
-                .map(|c| self.run_command(c, writes, idxs, attempt, concern)),
-        )
-        .await?;
+        let mut replies = Vec::with_capacity(commands.len());
+        for c in &commands {
+            replies.push(self.run_command(c, writes, idxs, attempt, concern).await?);
+        }
         let mut said: Vec<Option<Said>> = vec![None; idxs.len()];
         for (command, reply) in commands.iter().zip(replies) {
             for (k, s) in command.statements.iter().zip(reply) {
