@@ -9,8 +9,13 @@ use mongodb::{
     Collection, Database,
     bson::{DateTime, Document, doc},
 };
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
 
 use leafsync_core::RepoError;
+
+use super::{Batch, Job};
+use crate::retry::retry;
 
 /// The collection of leafsync's own state in the consumer DB.
 pub const STATE_COLLECTION: &str = "leafsync_state";
@@ -90,5 +95,67 @@ impl TrippedStore {
     pub async fn clear(&self) -> Result<(), RepoError> {
         self.coll.delete_one(doc! { "_id": &self.id }).await?;
         Ok(())
+    }
+}
+
+impl Job {
+    /// The breaker opens on `batch`: the state to keep, and the one line that says so.
+    pub(super) fn trip(&self, batch: &Batch) -> Tripped {
+        let settings = self.settings.breaker;
+        let dead = batch
+            .records
+            .iter()
+            .filter(|r| r.dead_letter().is_some())
+            .count();
+        let at = batch.records.first().map_or_else(String::new, |r| {
+            format!(
+                "{}[{}]@{}",
+                r.msg.topic(),
+                r.msg.partition(),
+                r.msg.offset()
+            )
+        });
+        let reason = format!(
+            "{dead} of a batch of {} records would be dead-lettered, past {} of the last {}",
+            batch.len(),
+            settings.max_share,
+            settings.window
+        );
+        tracing::error!(
+            %reason,
+            at,
+            probe_every_s = settings.probe_interval.as_secs(),
+            "dead-letter breaker open: holding the stream (nothing dead-lettered or committed), \
+             trying one record per probe interval. Inspect the records, fix their producer, \
+             or raise LEAFSYNC_DLQ_BREAKER_MAX_SHARE"
+        );
+        let now = mongodb::bson::DateTime::now();
+        Tripped {
+            opened_at: now,
+            next_probe_at: mongodb::bson::DateTime::from_millis(
+                now.timestamp_millis()
+                    + i64::try_from(settings.probe_interval.as_millis()).unwrap_or(i64::MAX),
+            ),
+            probes: 0,
+            reason,
+            at,
+        }
+    }
+
+    /// Runs a write of the breaker's state until it succeeds; `false` when abandoned.
+    pub(super) async fn keep<F, Fut>(&self, write: F, abandon: &CancellationToken) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), RepoError>>,
+    {
+        retry(
+            self.settings.backoff,
+            abandon,
+            write,
+            |_: &RepoError| true,
+            |e, attempt, delay| self.retrying("breaker-state", e, attempt, delay),
+        )
+        .await
+        .is_ok()
     }
 }
