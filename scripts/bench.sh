@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs one benchmark with the local services up (README: "Benchmarks"); each prints its
-# figures and the neutral references it measured in the same run.
+# Runs one benchmark with the local services up (docs/assignment.md: "Benchmarks"); each
+# prints its figures and the neutral references it measured in the same run.
 #   scripts/bench.sh throughput   job vs broker and database ceilings, per-message baseline
 #   scripts/bench.sh rate         open-loop load at rising rates: latency and backlog
 #   scripts/bench.sh footprint    CPU and memory of the release consumer-job binary

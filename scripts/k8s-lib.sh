@@ -77,7 +77,7 @@ require_namespace() {
 require_keda() {
   if grep -q '^kind: ScaledObject$' <<<"$1"; then
     found crd scaledobjects.keda.sh ||
-      die "$2 scales consumer-job with KEDA, but context $KUBE_CONTEXT has no ScaledObject CRD: install KEDA (README, On GKE) or deploy without it"
+      die "$2 scales consumer-job with KEDA, but context $KUBE_CONTEXT has no ScaledObject CRD: install KEDA (docs/operations.md, On GKE) or deploy without it"
   fi
 }
 

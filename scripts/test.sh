@@ -3,7 +3,8 @@
 # (scripts/lint.sh: hadolint, shellcheck, manifests, GitLab CI schema), then, with the
 # local services up (see scripts/with-services.sh), cargo fmt --check, clippy -D warnings
 # and cargo test --workspace; extra arguments go to `cargo test`. Finally
-# scripts/check-readme.sh runs the README's commands (LEAFSYNC_SKIP_README_CHECK=1 skips it).
+# scripts/check-docs.sh runs the commands of README.md, ARCHITECTURE.md and docs/*.md
+# (LEAFSYNC_SKIP_README_CHECK=1 skips it).
 # LEAFSYNC_SKIP_LINT=1 leaves out lint.sh, fmt and clippy (CI: its lint stage ran them).
 # One test runs a real Prometheus (tools/repo-checks/tests/prometheus.rs): Debian's
 # prometheus package is installed first when missing (need_prometheus in lib.sh).
@@ -28,7 +29,7 @@ exec scripts/with-services.sh bash -c '
   echo "[test.sh] cargo test --workspace (Mongo $LEAFSYNC_TEST_MONGO_URI, Kafka $LEAFSYNC_TEST_KAFKA_BROKERS)" >&2
   cargo test --workspace --locked "$@"
   if [[ ${LEAFSYNC_SKIP_README_CHECK:-0} != 1 ]]; then
-    echo "[test.sh] scripts/check-readme.sh" >&2
-    scripts/check-readme.sh
+    echo "[test.sh] scripts/check-docs.sh" >&2
+    scripts/check-docs.sh
   fi
 ' test.sh "$@"

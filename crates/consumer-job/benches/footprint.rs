@@ -1,6 +1,6 @@
 //! What the release `consumer-job` binary costs in CPU and memory: the figures behind
-//! the manifests' requests and limits (README: "vCPU and memory, justified"). Printed, not
-//! timed-tested. Run with `scripts/bench.sh footprint`.
+//! the manifests' requests and limits (docs/assignment.md: "vCPU and memory, justified").
+//! Printed, not timed-tested. Run with `scripts/bench.sh footprint`.
 //!
 //! N LIMS-sized events are produced to fresh topics first; then the binary starts as its
 //! own process on them with the default configuration and drains the backlog. Read from `/proc`: CPU seconds (user + system) and peak RSS

@@ -14,8 +14,9 @@ use rdkafka::{
 };
 
 /// Why a record is dead-lettered: the `leafsync-reason` header and the `reason` label of
-/// `leafsync_job_dead_lettered_total`. The one list of reasons; the README's table of them
-/// is checked against [`DeadLetterReason::ALL`].
+/// `leafsync_job_dead_lettered_total`. The one list of reasons; the table of them in
+/// docs/operations.md ("Dead letters and replaying them") is checked against
+/// [`DeadLetterReason::ALL`] (`tools/repo-checks/tests/readme.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeadLetterReason {
     /// The record's topic is not in `LEAFSYNC_TOPICS`.

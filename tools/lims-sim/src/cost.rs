@@ -1,7 +1,7 @@
-//! The README's annual-cost answer (batch vs event-driven on GKE, and versus own
-//! hardware), computed rather than typed: every input is a named constant here with its
-//! source, the pod requests are checked against `manifests/base` by a test, and a test
-//! requires the README to hold exactly what `lims-sim cost` prints.
+//! The annual-cost answer of docs/assignment.md (batch vs event-driven on GKE, and versus
+//! own hardware), computed rather than typed: every input is a named constant here with
+//! its source, the pod requests are checked against `manifests/base` by a test, and a test
+//! requires docs/assignment.md to hold exactly what `lims-sim cost` prints.
 
 use std::fmt::Write as _;
 
@@ -166,7 +166,7 @@ fn signed_dollars(amount: f64) -> String {
     format!("{sign}${:.0}", amount.abs())
 }
 
-/// The cost tables, as Markdown (what the README shows).
+/// The cost tables, as Markdown (what docs/assignment.md shows).
 pub fn render(c: &CostInputs) -> String {
     let mut s = String::new();
     let node = c.node_per_hour();

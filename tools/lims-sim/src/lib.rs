@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`batch_sync`]: LIMS's Db Synchronizer Job (pages of 50, every N s) with its gauges.
-//! - [`cost`]: the README's annual-cost tables (batch vs stream on GKE, own hardware).
+//! - [`cost`]: the annual-cost tables of docs/assignment.md (batch vs stream on GKE, own
+//!   hardware).
 //! - [`jpeg`]: real JPEG bytes (~15 KiB) for camera images.
 //! - [`experiment`]: batch and stream side by side; CSV and PNG of volume and staleness.
 //! - [`image`]: one leaf image as the producer DB stores it (pymongo's BSON types, built

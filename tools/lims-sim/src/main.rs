@@ -38,7 +38,7 @@ enum Command {
     /// Run simulator, batch synchronizer and consumer-job side by side; write
     /// batch-vs-stream.csv and .png (images moved, bytes moved, stale images).
     Experiment(ExperimentArgs),
-    /// Print the annual-cost tables of the README (batch vs stream on GKE, own hardware).
+    /// Print the annual-cost tables of docs/assignment.md (batch vs stream on GKE, own hardware).
     Cost,
     /// Compare the producer DB with the consumer DB; exit 1 when they differ.
     Verify(VerifyArgs),

@@ -5,5 +5,9 @@
 //!   binaries' config parsers and routers;
 //! - `deploy_scripts.rs`: the deploy scripts against stub `kubectl`/`gcloud`/`docker`;
 //! - `dashboard.rs`: the Grafana dashboard against the metrics both binaries export;
-//! - `readme.rs`: the README's configuration tables against both config structs;
-//! - `cost.rs`: the README's cost tables against the manifests and `lims-sim cost`.
+//! - `readme.rs`: the configuration tables of docs/operations.md against both config
+//!   structs, and its dead-letter table against the job's reasons;
+//! - `cost.rs`: the cost tables of docs/assignment.md against the manifests and
+//!   `lims-sim cost`;
+//! - `docs.rs`: every relative link and `#anchor` of README.md, ARCHITECTURE.md and
+//!   `docs/*.md`, and every function ARCHITECTURE.md's record walk names.

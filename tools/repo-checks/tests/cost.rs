@@ -1,6 +1,6 @@
-//! The README's cost tables cannot drift: the pod requests and replica counts the
-//! calculation uses are the ones `manifests/` declares, and the README holds exactly what
-//! `lims-sim cost` prints.
+//! The cost tables (docs/assignment.md) cannot drift: the pod requests and replica counts
+//! the calculation uses are the ones `manifests/` declares, and docs/assignment.md holds
+//! exactly what `lims-sim cost` prints.
 
 use std::path::{Path, PathBuf};
 
@@ -65,11 +65,12 @@ fn the_cost_model_uses_the_requests_and_replicas_the_manifests_declare() {
 }
 
 #[test]
-fn the_readme_shows_exactly_what_lims_sim_cost_prints() {
-    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+fn the_assignment_shows_exactly_what_lims_sim_cost_prints() {
+    let doc =
+        std::fs::read_to_string(root().join("docs/assignment.md")).expect("docs/assignment.md");
     let tables = render(&CostInputs::default());
     assert!(
-        readme.contains(&tables),
-        "README.md must contain the output of `cargo run -p lims-sim -- cost`:\n{tables}"
+        doc.contains(&tables),
+        "docs/assignment.md must contain the output of `cargo run -p lims-sim -- cost`:\n{tables}"
     );
 }

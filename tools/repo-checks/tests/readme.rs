@@ -1,10 +1,11 @@
-//! The README's configuration tables list every `LEAFSYNC_*` variable of both binaries,
-//! each with its real default.
+//! The configuration tables (docs/operations.md, "Reference") list every `LEAFSYNC_*`
+//! variable of both binaries, each with its real default; its dead-letter table lists
+//! every reason the job gives.
 
-const README: &str = include_str!("../../../README.md");
+const OPERATIONS: &str = include_str!("../../../docs/operations.md");
 
 /// The `(LEAFSYNC_NAME, default)` pairs of a configuration, from its serialized defaults:
-/// what the README's configuration tables must list.
+/// what the configuration tables of docs/operations.md must list.
 fn documented_defaults<T: serde::Serialize + Default>() -> Vec<(String, String)> {
     let value = serde_json::to_value(T::default()).expect("configs serialize to JSON");
     value
@@ -24,27 +25,49 @@ fn documented_defaults<T: serde::Serialize + Default>() -> Vec<(String, String)>
         .collect()
 }
 
-/// Panics unless `readme` has a table row for every variable of `T`, showing its default
+/// Panics unless `doc` has a table row for every variable of `T`, showing its default
 /// as `` `LEAFSYNC_X` | `default` ``.
-fn assert_documented<T: serde::Serialize + Default>(readme: &str) {
+fn assert_documented<T: serde::Serialize + Default>(doc: &str) {
     let missing: Vec<String> = documented_defaults::<T>()
         .into_iter()
-        .filter(|(name, default)| !readme.contains(&format!("| `{name}` | `{default}` |")))
+        .filter(|(name, default)| !doc.contains(&format!("| `{name}` | `{default}` |")))
         .map(|(name, default)| format!("| `{name}` | `{default}` | … |"))
         .collect();
     assert!(
         missing.is_empty(),
-        "README.md lacks these configuration rows:\n{}",
+        "docs/operations.md lacks these configuration rows:\n{}",
         missing.join("\n")
     );
 }
 
 #[test]
-fn the_readme_documents_every_job_variable_with_its_default() {
-    assert_documented::<consumer_job::JobConfig>(README);
+fn the_operations_guide_documents_every_job_variable_with_its_default() {
+    assert_documented::<consumer_job::JobConfig>(OPERATIONS);
 }
 
 #[test]
-fn the_readme_documents_every_api_variable_with_its_default() {
-    assert_documented::<consumer_api::ApiConfig>(README);
+fn the_operations_guide_documents_every_api_variable_with_its_default() {
+    assert_documented::<consumer_api::ApiConfig>(OPERATIONS);
+}
+
+#[test]
+fn the_operations_guide_lists_every_dead_letter_reason() {
+    let section = OPERATIONS
+        .split_once("### Dead letters and replaying them")
+        .expect("docs/operations.md has a section on dead letters")
+        .1;
+    let table = section
+        .split_once("| `leafsync-reason` |")
+        .expect("the section has a table of reasons")
+        .1;
+    let table = table.split("\n\n").next().unwrap_or_default();
+    let missing: Vec<&str> = consumer_job::dlq::DeadLetterReason::ALL
+        .into_iter()
+        .map(consumer_job::dlq::DeadLetterReason::as_str)
+        .filter(|r| !table.contains(&format!("`{r}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dead-letter table of docs/operations.md lacks these reasons: {missing:?}"
+    );
 }
