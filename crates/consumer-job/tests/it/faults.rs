@@ -104,6 +104,10 @@ async fn offset_commit_errors_are_retried_and_lose_nothing() {
     );
     produce(&w, &producer, 31..=60).await;
     assert_final_state(&w, 60).await;
+    // Commits run beside the next write, so the DB can show the last images before the
+    // commit that meets the injected errors has answered: wait for it.
+    job.wait_metric("leafsync_job_commits_total", &[("result", "error")], 1, 30)
+        .await;
     assert!(
         job.metric("leafsync_job_commits_total", &[("result", "error")]) >= 1,
         "the injected commit errors were seen (and retried)"
