@@ -388,13 +388,72 @@ fn the_reconcile_job_runs_the_job_image_once_with_the_jobs_configuration() {
     );
 }
 
+#[test]
+fn the_verifier_runs_one_watching_reconcile_with_the_jobs_configuration_and_is_scraped() {
+    let objects = render("manifests/examples/gke-verifier");
+    let verifier = named(&objects, "Deployment", "leafsync-verifier");
+    let job = named(&objects, "Deployment", "consumer-job");
+    assert_eq!(verifier["spec"]["replicas"], 1);
+    assert_eq!(verifier["spec"]["strategy"]["type"], "Recreate");
+    let container = &verifier["spec"]["template"]["spec"]["containers"][0];
+    let job_container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], job_container["image"]);
+    assert_eq!(container["command"][0], "/usr/local/bin/reconcile");
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert!(args.contains(&"--watch"), "{args:?}");
+    assert!(
+        !args.contains(&"--repair"),
+        "verify-only by default: {args:?}"
+    );
+    assert_eq!(
+        container["envFrom"], job_container["envFrom"],
+        "the same consumer DB and plants as the job"
+    );
+    let producer = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "LEAFSYNC_PRODUCER_MONGO_URI")
+        .expect("the producer DB");
+    let key = &producer["valueFrom"]["secretKeyRef"];
+    assert!(
+        named(&objects, "Secret", text(&key["name"]))["data"][text(&key["key"])].is_string(),
+        "the producer URI from a Secret"
+    );
+    // The ServiceMonitor (manifests/monitoring) finds the Service, and the Service the pod.
+    let service = named(&objects, "Service", "leafsync-verifier");
+    let monitors = render("manifests/monitoring");
+    let monitor = named(&monitors, "ServiceMonitor", "leafsync-verifier");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][k], v);
+    }
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
+    for (k, v) in service["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(&verifier["spec"]["template"]["metadata"]["labels"][k], v);
+    }
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "metrics");
+    }
+}
+
 /// Every kustomization a user may apply: the overlays and the examples.
-const KUSTOMIZATIONS: [&str; 6] = [
+const KUSTOMIZATIONS: [&str; 7] = [
     "manifests/overlays/minikube",
     "manifests/overlays/gke",
     "manifests/examples/minikube-ingress",
     "manifests/examples/gke-keda",
     "manifests/examples/gke-reconcile",
+    "manifests/examples/gke-verifier",
     "manifests/monitoring",
 ];
 
