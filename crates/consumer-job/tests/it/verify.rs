@@ -12,10 +12,14 @@ use mongodb::{
     Database,
     bson::{Binary, Bson, DateTime, Document, doc, spec::BinarySubtype},
 };
-use tokio::task::JoinHandle;
+use serde_json::Value;
+use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{RunningJob, World, eventually, send_json};
+
+/// How long an event takes from its producer write to Kafka.
+const LAG: Duration = Duration::from_millis(500);
 
 pub const COLL: &str = "imagecolplantpotato";
 
@@ -111,7 +115,9 @@ impl Verifier {
 }
 
 /// LIMS at work: images created and updated in the producer DB, each change sent as its
-/// event right after; ids below `untouched` are created once and never updated.
+/// event half a second later (the stream's lag: the consumer DB trails the producer DB
+/// by more than a second read takes); ids below `untouched` are created once and never
+/// updated.
 struct Stream {
     world: World,
     job: RunningJob,
@@ -138,6 +144,13 @@ async fn stream(seed: i32, untouched: i32) -> Stream {
         send_json(&kafka, &topic, &image_json(&image)).await;
     }
     crate::common::wait_applied(&job, u64::try_from(seed).unwrap()).await;
+    let (events, mut delayed) = tokio::sync::mpsc::unbounded_channel::<(Instant, Value)>();
+    tokio::spawn(async move {
+        while let Some((at, event)) = delayed.recv().await {
+            tokio::time::sleep_until(at + LAG).await;
+            send_json(&kafka, &topic, &event).await;
+        }
+    });
     let stop = CancellationToken::new();
     let lims = tokio::spawn({
         let stop = stop.clone();
@@ -164,7 +177,7 @@ async fn stream(seed: i32, untouched: i32) -> Stream {
                     .unwrap()
                     .unwrap()
                 };
-                send_json(&kafka, &topic, &image_json(&image)).await;
+                let _ = events.send((Instant::now(), image_json(&image)));
                 changes += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
