@@ -94,32 +94,27 @@ async fn a_stopped_verifier_resumes_its_pass_from_the_checkpoint() {
     );
 }
 
+/// A child process killed when the test fails before it is stopped.
+struct Killed(Option<std::process::Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 async fn get(port: u16, path: &str) -> (u16, String) {
     http_get(([127, 0, 0, 1], port).into(), path)
         .await
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn the_watch_binary_repairs_and_counts_serves_its_probes_and_exits_0_on_sigterm() {
-    let (producer, repo) = copies(50, &[5]).await;
-    let consumer = repo.database().collection::<Document>(COLL);
-    consumer
-        .update_one(doc! { "id": 6 }, doc! { "$set": { "camera_id": 99 } })
-        .await
-        .unwrap();
-    consumer
-        .update_one(doc! { "id": 7 }, doc! { "$set": { "data": "ffd8ffe007" } })
-        .await
-        .unwrap();
-    let future = DateTime::parse_rfc3339_str("2999-01-01T00:00:00Z").unwrap();
-    consumer
-        .update_one(doc! { "id": 8 }, doc! { "$set": { "updated_at": future } })
-        .await
-        .unwrap();
-    consumer.insert_one(lims_image(1_000, OLD)).await.unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reconcile"))
+/// `reconcile --watch --repair` over `producer` and `repo`, its metrics on `port`.
+fn watch_binary(producer: &Database, repo: &ImageRepository, port: u16) -> Killed {
+    let child = Command::new(env!("CARGO_BIN_EXE_reconcile"))
         .args([
             "--producer-uri",
             &mongo_uri(),
@@ -141,6 +136,29 @@ async fn the_watch_binary_repairs_and_counts_serves_its_probes_and_exits_0_on_si
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("reconcile --watch starts");
+    Killed(Some(child))
+}
+
+#[tokio::test]
+async fn the_watch_binary_repairs_and_counts_serves_its_probes_and_exits_0_on_sigterm() {
+    let (producer, repo) = copies(50, &[5]).await;
+    let consumer = repo.database().collection::<Document>(COLL);
+    consumer
+        .update_one(doc! { "id": 6 }, doc! { "$set": { "camera_id": 99 } })
+        .await
+        .unwrap();
+    consumer
+        .update_one(doc! { "id": 7 }, doc! { "$set": { "data": "ffd8ffe007" } })
+        .await
+        .unwrap();
+    let future = DateTime::parse_rfc3339_str("2999-01-01T00:00:00Z").unwrap();
+    consumer
+        .update_one(doc! { "id": 8 }, doc! { "$set": { "updated_at": future } })
+        .await
+        .unwrap();
+    consumer.insert_one(lims_image(1_000, OLD)).await.unwrap();
+    let port = free_port();
+    let mut child = watch_binary(&producer, &repo, port);
     let metric = |text: &str, name: &str, kind: &str| {
         metric_value(text, name, &[("plant", "potato"), ("kind", kind)])
     };
@@ -187,6 +205,7 @@ async fn the_watch_binary_repairs_and_counts_serves_its_probes_and_exits_0_on_si
             .is_some(),
         "an extra image is only reported"
     );
+    let mut child = child.0.take().expect("running");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
