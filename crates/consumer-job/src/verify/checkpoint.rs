@@ -2,7 +2,9 @@
 //! consumer DB's `leafsync_state` (beside the dead-letter breaker's), `_id`
 //! `verifier:<collection>`. Saved after every page, so a restarted verifier (a rollout, a
 //! crash, an eviction) resumes its pass after the last verified id instead of starting
-//! the collection again, with the drift found so far in that pass.
+//! the collection again, with the drift found so far in that pass. The ids waiting for
+//! their end-of-pass re-check (in flight) are not kept: after a restart they are looked
+//! at again in the next pass.
 
 use leafsync_core::RepoError;
 use mongodb::{
