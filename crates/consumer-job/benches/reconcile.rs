@@ -9,6 +9,12 @@
 //! is read from `/proc` until it exits. The neutral reference in the same run: the bare
 //! driver reading both collections in `id` order, one cursor each with batches of the same
 //! page size (the least any walk over the two must read).
+//!
+//! With `BENCH_WATCH_IMAGES` (e.g. 10000) it measures `reconcile --watch` instead: that
+//! many small images in both DBs, identical; one unthrottled pass
+//! (`--max-docs-per-second 0`) of the release binary, timed by its own
+//! `leafsync_verify_pass_duration_seconds`, against the bare driver's walk of the same
+//! two collections, and its peak RSS.
 
 use std::{
     process::{Command, Stdio},
@@ -87,8 +93,105 @@ async fn bare_walk(producer: &Collection<Document>, consumer: &Collection<Docume
     read
 }
 
+/// A float sample of the text exposition (the first whose line holds `name`).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `reconcile --watch` over `images` identical images: one unthrottled pass.
+async fn watch(images: i64) {
+    let client = mongo_client().await;
+    let producer = client.database(&unique_name("bench_producer"));
+    let consumer = client.database(&unique_name("bench_consumer"));
+    let (p, c) = (
+        producer.collection::<Document>(COLL),
+        consumer.collection::<Document>(COLL),
+    );
+    let seeding = Instant::now();
+    seed(&p, 1..=images).await;
+    seed(&c, 1..=images).await;
+    println!(
+        "seeded {images} identical images (~300 B each) in each DB in {:.0} s",
+        seeding.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let read = bare_walk(&p, &c).await;
+    let bare = started.elapsed().as_secs_f64();
+    println!(
+        "reference, the bare driver reading both collections in id order (a cursor each, batches of {PAGE}): {read} documents in {bare:.2} s"
+    );
+    let port = leafsync_test_support::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reconcile"))
+        .args([
+            "--producer-uri",
+            &mongo_uri(),
+            "--producer-db",
+            producer.name(),
+        ])
+        .args(["--plant", "potato", "--watch", "--max-docs-per-second", "0"])
+        .args([
+            "--page-size",
+            &PAGE.to_string(),
+            "--pass-pause-seconds",
+            "3600",
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("LEAFSYNC_MONGO_URI", mongo_uri())
+        .env("LEAFSYNC_MONGO_DB", consumer.name())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start reconcile --watch");
+    let pid = child.id();
+    let mut peak = 0;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let pass = loop {
+        if let Some(hwm) = status_kib(pid, "VmHWM:") {
+            peak = peak.max(hwm);
+        }
+        let text = leafsync_test_support::http_get(addr, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        if sample(&text, "leafsync_verify_last_pass_timestamp_seconds").is_some_and(|t| t > 0.0) {
+            break sample(&text, "leafsync_verify_pass_duration_seconds").unwrap_or(0.0);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "no complete pass after 900 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    println!(
+        "reconcile --watch: one pass in {pass:.2} s ({:.2} x the bare walk's time), exit {status} on SIGTERM",
+        pass / bare
+    );
+    println!(
+        "reconcile --watch peak RSS: {} MiB{}",
+        peak / 1024,
+        if peak <= 64 * 1024 {
+            ""
+        } else {
+            " (over 64 MiB)"
+        }
+    );
+    let _ = client.database(producer.name()).drop().await;
+    let _ = client.database(consumer.name()).drop().await;
+}
+
 #[tokio::main]
 async fn main() {
+    if let Ok(images) = std::env::var("BENCH_WATCH_IMAGES") {
+        watch(images.parse().expect("BENCH_WATCH_IMAGES is a number")).await;
+        return;
+    }
     let consumer_only = env_or::<i64>("BENCH_CONSUMER_ONLY", 100_000);
     let producer_n = env_or::<i64>("BENCH_PRODUCER", 1_000);
     let client = mongo_client().await;

@@ -11,6 +11,8 @@
 //! - [`replay`]: sends dead letters back to their source topics (the `dlq-replay` binary).
 //! - [`dedupe`]: repairs duplicate ids and a non-unique `id` index (the `dedupe` binary).
 //! - [`reconcile`]: repairs a consumer DB that drifted from the producer DB (`reconcile`).
+//! - [`verify`]: continuous verification of the consumer DB against the producer DB
+//!   (`reconcile --watch`): drift by kind, in-flight images, checkpoints, its metrics.
 //! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
 
 pub mod config;
@@ -23,6 +25,7 @@ pub mod pipeline;
 pub mod reconcile;
 pub mod replay;
 pub mod retry;
+pub mod verify;
 
 pub use config::JobConfig;
 pub use metrics::JobMetrics;

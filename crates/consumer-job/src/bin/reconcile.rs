@@ -1,11 +1,14 @@
 //! `reconcile`: compares the producer DB with the consumer DB image by image and repairs
 //! the consumer's copy through the job's own write path. Thin: arguments and consumer-job's
 //! environment in, [`consumer_job::reconcile`] does the work, a summary and an exit
-//! status out.
+//! status out; with `--watch`, [`consumer_job::verify`] verifies pass after pass until
+//! SIGTERM or ctrl-c, its findings as metrics.
 
 use std::{
     io::{IsTerminal, Write as _},
+    net::SocketAddr,
     process::ExitCode,
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -13,10 +16,13 @@ use clap::Parser;
 use consumer_job::{
     JobConfig,
     config::EnvConfig,
+    config::Routes,
     reconcile::{Options, Summary, exit_code, reconcile},
+    verify::{self, Plant, VerifyMetrics},
 };
 use leafsync_core::ImageRepository;
-use mongodb::bson::Document;
+use mongodb::{Database, bson::Document};
+use tokio_util::sync::CancellationToken;
 
 /// Brings the consumer DB in line with the producer DB: copies missing images, updates
 /// stale ones, rewrites mistyped ones, keeps images the stream made newer, reports (and
@@ -26,6 +32,11 @@ use mongodb::bson::Document;
 /// (LEAFSYNC_MONGO_URI, LEAFSYNC_MONGO_DB, LEAFSYNC_TOPICS).
 /// Exit status: 0 in sync after the run, 2 differences remain (or were found, with
 /// --dry-run), 1 errors.
+///
+/// With --watch it verifies continuously instead: pass after pass, drift by kind
+/// (missing, extra, value, type, future) as metrics on --metrics-addr, images changed
+/// within --settle-seconds counted as in flight, progress checkpointed in the consumer
+/// DB; it exits 0 on SIGTERM or ctrl-c.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -51,6 +62,32 @@ struct Cli {
     /// Producer images read per second at most, so the producer DB is not swamped.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     max_per_second: u32,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+/// `--watch` and its settings.
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// Verify continuously, pass after pass, until SIGTERM or ctrl-c (report only unless
+    /// --repair).
+    #[arg(long, conflicts_with_all = ["dry_run", "delete_orphans"])]
+    watch: bool,
+    /// --watch: an image that changed this recently (either side) is in flight, not drift.
+    #[arg(long, default_value_t = 30, requires = "watch")]
+    settle_seconds: u64,
+    /// --watch: documents read per second at most, both DBs together (0: unthrottled).
+    #[arg(long, default_value_t = 1000, requires = "watch")]
+    max_docs_per_second: u32,
+    /// --watch: repair drift as a run would (extra images are only reported).
+    #[arg(long, requires = "watch")]
+    repair: bool,
+    /// --watch: where /metrics, /live and /ready are served.
+    #[arg(long, default_value = "0.0.0.0:9102", requires = "watch")]
+    metrics_addr: SocketAddr,
+    /// --watch: the pause between two passes.
+    #[arg(long, default_value_t = 10, requires = "watch")]
+    pass_pause_seconds: u64,
 }
 
 /// A bar on a terminal, else a plain line at most every 5 s.
@@ -117,6 +154,21 @@ async fn run(cli: &Cli) -> anyhow::Result<u8> {
         .context("LEAFSYNC_MONGO_URI")?;
     let consumer = ImageRepository::new(client, &settings.mongo.db, settings.mongo.write_path);
     let collections = routes.collections();
+    if cli.watch.watch {
+        if cli.watch.repair {
+            consumer.ensure_indexes(&collections).await?;
+        }
+        let skew = settings.limits.max_future_skew;
+        return watch(
+            &cli.watch,
+            cli.page_size,
+            &producer,
+            &consumer,
+            &routes,
+            skew,
+        )
+        .await;
+    }
     if !cli.dry_run {
         // The stale guard needs the unique index; the job builds the same one.
         consumer.ensure_indexes(&collections).await?;
@@ -161,4 +213,52 @@ async fn run(cli: &Cli) -> anyhow::Result<u8> {
         }
     );
     Ok(exit_code(&plants, cli.dry_run))
+}
+
+/// `--watch`: the metrics server, the shutdown signal, and the verifier until it fires.
+async fn watch(
+    cli: &WatchArgs,
+    page_size: u32,
+    producer: &Database,
+    consumer: &ImageRepository,
+    routes: &Routes,
+    max_future_skew: Duration,
+) -> anyhow::Result<u8> {
+    let metrics = VerifyMetrics::new();
+    let listener = tokio::net::TcpListener::bind(cli.metrics_addr)
+        .await
+        .with_context(|| format!("--metrics-addr {}", cli.metrics_addr))?;
+    let cancel = CancellationToken::new();
+    let server = tokio::spawn(verify::metrics::serve(
+        listener,
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    let signal = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            leafsync_core::runtime::shutdown_signal().await;
+            cancel.cancel();
+        }
+    });
+    let plants: Vec<Plant> = routes
+        .iter()
+        .map(|r| Plant {
+            label: r.label.clone(),
+            collection: r.collection.clone(),
+        })
+        .collect();
+    let options = verify::Options {
+        page_size,
+        max_docs_per_second: cli.max_docs_per_second,
+        settle: Duration::from_secs(cli.settle_seconds),
+        pass_pause: Duration::from_secs(cli.pass_pause_seconds),
+        repair: cli.repair,
+        max_future_skew,
+    };
+    verify::watch(producer, consumer, &plants, &options, &metrics, &cancel).await;
+    cancel.cancel();
+    signal.abort();
+    server.await?.context("the metrics server")?;
+    Ok(0)
 }

@@ -179,6 +179,25 @@ pub async fn reconcile(
     Ok(tally)
 }
 
+/// Repairs `images` (id, the producer's image, the consumer's copy if any) the way a run
+/// does: the same verdicts, the same version-guarded writes (the continuous verifier's
+/// `--repair`). What was repaired is counted as `copied`, `updated`, `retyped`, `future`.
+pub async fn repair(
+    consumer: &ImageRepository,
+    name: &CollectionName,
+    images: Vec<(i64, Document, Option<Document>)>,
+    max_future_skew: Duration,
+) -> Result<Tally, ReconcileError> {
+    let horizon = horizon(max_future_skew);
+    let mut tally = Tally::default();
+    let mut repairs = Vec::with_capacity(images.len());
+    for (id, image, copy) in images {
+        judge(id, &image, copy, name, horizon, &mut repairs, &mut tally);
+    }
+    apply(consumer, &mut repairs, false, &mut tally).await?;
+    Ok(tally)
+}
+
 /// Judges one producer image against the consumer's copy (if any); a repair it needs
 /// goes into `repairs`.
 fn judge(

@@ -13,3 +13,5 @@ mod mongo_outage;
 mod pipeline;
 mod reconcile;
 mod replay;
+mod verify;
+mod verify_resume;
