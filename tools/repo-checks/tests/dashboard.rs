@@ -92,9 +92,13 @@ fn every_metric_the_dashboard_queries_exists() {
     known.extend(declared_metrics(&repo_file(
         "crates/consumer-api/src/metrics.rs",
     )));
+    known.extend(declared_metrics(&repo_file(
+        "crates/consumer-job/src/verify/metrics.rs",
+    )));
     assert!(
         known.contains("leafsync_job_images_total")
             && known.contains("leafsync_api_requests_total")
+            && known.contains("leafsync_verify_drift")
     );
     known.insert("db_synchronizer_job_image".to_owned());
     known.insert("db_synchronizer_job_image_size".to_owned());

@@ -4,8 +4,9 @@
 //! knows whether a query returns anything from the metrics the binaries really expose
 //! (a label renamed in code, a histogram without buckets, a recording rule nobody feeds).
 //! This test runs the pipeline end to end, in process, against the local Kafka and a
-//! SecantusDB of its own: consumer-job, consumer-api and LIMS's batch synchronizer
-//! gauges (`lims_sim::batch_sync`), scraped every second by Debian's `prometheus` with
+//! SecantusDB of its own: consumer-job, consumer-api, the verifier (`reconcile --watch`,
+//! comparing the job's DB with itself) and LIMS's batch synchronizer gauges
+//! (`lims_sim::batch_sync`), scraped every second by Debian's `prometheus` with
 //! leafsync's rules loaded (`scripts/prometheus-rules.sh`). The run has a poison record
 //! and a MongoDB stop, so dead-letter, retry and stalled series exist. Then, through
 //! Prometheus's HTTP API, every panel expression of the dashboard must return a series
@@ -357,6 +358,43 @@ async fn start_api(
     (api_addr, probe_addr)
 }
 
+/// The verifier (`reconcile --watch`) over `db` as both producer and consumer (no drift),
+/// its metrics served on a port of its own: the address.
+async fn start_verifier(mongo_uri: &str, db: &str, shutdown: &CancellationToken) -> SocketAddr {
+    use consumer_job::verify::{self, Options, Plant, VerifyMetrics};
+    let client = leafsync_test_support::mongo_client_at(mongo_uri).await;
+    let producer = client.database(db);
+    let consumer = leafsync_core::ImageRepository::new(client, db, leafsync_core::WritePath::Auto);
+    let plants: Vec<Plant> = ["potato", "tomato", "pepper"]
+        .iter()
+        .zip(COLLECTIONS)
+        .map(|(label, c)| Plant {
+            label: (*label).to_owned(),
+            collection: leafsync_core::CollectionName::parse(c).expect("collection"),
+        })
+        .collect();
+    let options = Options {
+        page_size: 50,
+        max_docs_per_second: 0,
+        settle: Duration::from_secs(1),
+        pass_pause: Duration::from_secs(1),
+        repair: false,
+        max_future_skew: Duration::from_secs(300),
+    };
+    let metrics = VerifyMetrics::new();
+    let (listener, addr) = bind().await;
+    tokio::spawn(verify::metrics::serve(
+        listener,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        verify::watch(&producer, &consumer, &plants, &options, &metrics, &shutdown).await;
+    });
+    addr
+}
+
 /// LIMS's batch synchronizer gauges (`lims_sim::batch_sync`), from one producer DB image,
 /// on the shared server: the address they are served on.
 async fn start_batch_gauges(
@@ -451,10 +489,12 @@ async fn every_dashboard_panel_and_alert_rule_evaluates_against_real_scrapes_of_
     let (plants, job_metrics, job_addr, job) = start_job(mongo.uri(), &db, &shutdown).await;
     let (api_addr, probe_addr) = start_api(&mongo.uri(), &db, &shutdown).await;
     let (batch_addr, batch) = start_batch_gauges(&shutdown).await;
+    let verifier_addr = start_verifier(&mongo.uri(), &db, &shutdown).await;
     let prometheus = Prometheus::start(&[
         ("consumer-job", job_addr),
         ("consumer-api", probe_addr),
         ("db-synchronizer", batch_addr),
+        ("leafsync-verifier", verifier_addr),
     ]);
 
     // The run: good records on every plant, one poison record, API traffic.
@@ -475,13 +515,21 @@ async fn every_dashboard_panel_and_alert_rule_evaluates_against_real_scrapes_of_
     http(probe_addr, "/ready").await;
 
     // Enough scrapes that rates over short windows have two samples, and the recording
-    // rules have run.
+    // rules have run; and a complete verification pass of every plant.
     prometheus
         .wait_for(
-            "scrapes of all three targets",
+            "scrapes of all four targets",
             "count(count_over_time(up[1m]) >= 5)",
             60,
-            |r| r.first().and_then(|s| s["value"][1].as_str()) == Some("3"),
+            |r| r.first().and_then(|s| s["value"][1].as_str()) == Some("4"),
+        )
+        .await;
+    prometheus
+        .wait_for(
+            "a complete verification pass of every plant, without drift",
+            "sum by (plant) (leafsync_verify_drift) == 0 and on (plant) (leafsync_verify_last_pass_timestamp_seconds > 0)",
+            60,
+            |r| r.len() == 3,
         )
         .await;
 
