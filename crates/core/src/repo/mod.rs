@@ -46,8 +46,11 @@
 //! statement of a round is refused (or a lone one, and even a write of nothing is), the
 //! batch fails with [`RepoError::Refused`] and the job holds the stream.
 
+mod bulk;
+mod collapse;
 mod error;
 mod read;
+mod reply;
 mod wire;
 mod write;
 
@@ -60,9 +63,9 @@ use mongodb::{
 };
 use tokio::sync::OnceCell;
 
+pub use collapse::collapse;
 pub use error::{Hold, RepoError};
 pub use read::ImageFilter;
-pub use write::collapse;
 
 use crate::{
     CollectionName,

@@ -19,20 +19,19 @@
 //! 16 MiB limit; every statement is reported on its own, so one refused document never
 //! fails the round.
 
-use std::collections::HashMap;
-
 use mongodb::{
-    Namespace,
     bson::{self, Bson, Document, RawArrayBuf, RawDocumentBuf},
-    error::ErrorKind,
-    options::{InsertOneModel, UpdateOneModel, WriteConcern, WriteModel},
+    options::WriteConcern,
 };
 
-use super::{ImageRepository, RepoError, Write, WriteOutcome, WritePath};
+use super::{
+    ImageRepository, RepoError, Write, WriteOutcome, WritePath,
+    reply::{Said, bson_as_i64, reply_index, statement_said},
+};
 use crate::{
     CollectionName,
     event::Version,
-    mongo::{DUPLICATE_KEY, command_code, is_document_code, is_retriable_code},
+    mongo::{DUPLICATE_KEY, command_code},
 };
 
 /// Which try of a statement this is: a create goes first as a plain insert (a third of a
@@ -43,45 +42,9 @@ pub(super) enum Attempt {
     Retry,
 }
 
-/// What the server said of one statement, before [`ImageRepository::apply`] decides its
-/// outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Said {
-    /// Applied: inserted, updated or unchanged.
-    Done(WriteOutcome),
-    /// A duplicate key on the unique `id` index (or on an index the reply does not name):
-    /// the stored image is newer than the event, or another writer created it meanwhile.
-    Collided,
-    /// A duplicate key on another unique index: the document collides with another image.
-    Duplicate {
-        /// The index's name.
-        index: String,
-        /// The server's message.
-        message: String,
-    },
-    /// Refused for the document's own sake (validation, size, …).
-    Rejected {
-        /// Server error code.
-        code: i32,
-        /// Server message.
-        message: String,
-    },
-    /// A code that is neither transient nor known to be the document's: the statement
-    /// alone, or every statement? `apply` finds out by behaviour.
-    Failed {
-        /// Server error code.
-        code: i32,
-        /// Server message.
-        message: String,
-    },
-}
-
 /// Statements of one command carry at most about this many bytes, well under MongoDB's
 /// 16 MiB command limit (one larger document still goes, alone).
 const COMMAND_BYTES: usize = 8 * 1024 * 1024;
-
-/// The unique index the stale guard relies on, as `ensure_indexes` names it.
-const ID_INDEX: &str = "id_1";
 
 impl ImageRepository {
     /// Runs the statements `idxs` of `writes` as one unordered round.
@@ -150,117 +113,6 @@ impl ImageRepository {
         said.into_iter()
             .enumerate()
             .map(|(k, s)| s.ok_or(RepoError::MissingResult(idxs[k])))
-            .collect()
-    }
-
-    /// Whether the server has the client-level `bulkWrite` (MongoDB ≥ 8.0, wire version
-    /// ≥ 25); asked once, on the first write.
-    async fn bulk_write_supported(&self) -> Result<bool, RepoError> {
-        if self.path != WritePath::Auto {
-            return Ok(self.path == WritePath::BulkWrite);
-        }
-        self.use_bulk_write
-            .get_or_try_init(|| async {
-                let hello = self
-                    .client
-                    .database("admin")
-                    .run_command(bson::doc! { "hello": 1 })
-                    .await?;
-                let wire = hello
-                    .get("maxWireVersion")
-                    .and_then(Bson::as_i32)
-                    .unwrap_or(0);
-                tracing::info!(
-                    wire,
-                    bulk_write = wire >= 25,
-                    "asked the server for bulkWrite"
-                );
-                Ok(wire >= 25)
-            })
-            .await
-            .copied()
-    }
-
-    async fn execute_bulk_write(
-        &self,
-        writes: &[&Write],
-        idxs: &[usize],
-        attempt: Attempt,
-    ) -> Result<Vec<Said>, RepoError> {
-        let models = idxs.iter().map(|&i| -> WriteModel {
-            let w = writes[i];
-            let namespace = Namespace::new(self.db.name(), w.collection.as_str());
-            if is_insert(w, attempt) {
-                return InsertOneModel::builder()
-                    .namespace(namespace)
-                    .document(w.change.set.clone())
-                    .build()
-                    .into();
-            }
-            UpdateOneModel::builder()
-                .namespace(namespace)
-                .filter(w.change.guard_filter())
-                .update(w.change.update())
-                .upsert(true)
-                .build()
-                .into()
-        });
-        let (results, inserted, errors) = match self
-            .client
-            .bulk_write(models)
-            .ordered(false)
-            .verbose_results()
-            .await
-        {
-            Ok(verbose) => (
-                verbose.update_results,
-                verbose.insert_results,
-                HashMap::new(),
-            ),
-            Err(e) => {
-                let interrupted = std::error::Error::source(&e).is_some();
-                match e.kind.as_ref() {
-                    ErrorKind::BulkWrite(bw)
-                        if !interrupted && bw.write_concern_errors.is_empty() =>
-                    {
-                        let (results, inserted) = match &bw.partial_result {
-                            Some(mongodb::error::PartialBulkWriteResult::Verbose(v)) => {
-                                (v.update_results.clone(), v.insert_results.clone())
-                            }
-                            _ => (HashMap::new(), HashMap::new()),
-                        };
-                        let errors = bw
-                            .write_errors
-                            .iter()
-                            .map(|(k, we)| (*k, (we.code, we.message.clone())))
-                            .collect();
-                        (results, inserted, errors)
-                    }
-                    ErrorKind::BulkWrite(bw) if !interrupted => {
-                        let wce = &bw.write_concern_errors[0];
-                        return Err(RepoError::write_concern(wce.code, &wce.message));
-                    }
-                    _ => return Err(RepoError::Mongo(e)),
-                }
-            }
-        };
-        (0..idxs.len())
-            .map(|k| {
-                if let Some((code, message)) = errors.get(&k) {
-                    return statement_said(*code, message, None);
-                }
-                if inserted.contains_key(&k) {
-                    return Ok(Said::Done(WriteOutcome::Inserted));
-                }
-                let r = results.get(&k).ok_or(RepoError::MissingResult(idxs[k]))?;
-                Ok(Said::Done(
-                    match (r.upserted_id.is_some(), r.modified_count) {
-                        (true, _) => WriteOutcome::Inserted,
-                        (false, 0) => WriteOutcome::Unchanged,
-                        (false, _) => WriteOutcome::Updated,
-                    },
-                ))
-            })
             .collect()
     }
 
@@ -418,7 +270,7 @@ struct Command<'a> {
     bytes: usize,
 }
 
-fn is_insert(w: &Write, attempt: Attempt) -> bool {
+pub(super) fn is_insert(w: &Write, attempt: Attempt) -> bool {
     Kind::of(w, attempt) == Kind::Insert
 }
 
@@ -471,78 +323,6 @@ fn approx_len(doc: &Document) -> usize {
         + 5
 }
 
-/// The [`Said`] for a statement-level error: a duplicate key is attributed to its index
-/// (`keyPattern`, else the index the message names); a transient code fails the round.
-fn statement_said(
-    code: i32,
-    message: &str,
-    key_pattern: Option<&Document>,
-) -> Result<Said, RepoError> {
-    let message = message.to_owned();
-    if code == DUPLICATE_KEY {
-        let on_id = match key_pattern {
-            Some(keys) => keys.keys().map(String::as_str).eq(["id"]),
-            None => index_named(&message).is_none_or(|(index, first_key)| {
-                index == ID_INDEX || (first_key == Some("id") && !index.contains(','))
-            }),
-        };
-        if on_id {
-            return Ok(Said::Collided);
-        }
-        let index = index_named(&message).map_or_else(
-            || {
-                key_pattern
-                    .into_iter()
-                    .flat_map(Document::iter)
-                    .map(|(k, v)| format!("{k}_{v}"))
-                    .collect::<Vec<_>>()
-                    .join("_")
-            },
-            |(name, _)| name.to_owned(),
-        );
-        return Ok(Said::Duplicate { index, message });
-    }
-    if is_retriable_code(code) {
-        Err(RepoError::TransientWrite { code, message })
-    } else if is_document_code(code) {
-        Ok(Said::Rejected { code, message })
-    } else {
-        Ok(Said::Failed { code, message })
-    }
-}
-
-/// The index an E11000 message names, and the first field of its key, from MongoDB's
-/// `… index: NAME dup key: { FIELD: … }`.
-fn index_named(message: &str) -> Option<(&str, Option<&str>)> {
-    let (_, after) = message.split_once("index: ")?;
-    let name = after.split_whitespace().next()?;
-    let first_key = after
-        .split_once("dup key: {")
-        .and_then(|(_, keys)| keys.trim_start().split(':').next())
-        .map(str::trim);
-    Some((name, first_key))
-}
-
-fn reply_index(entry: &Bson) -> Option<usize> {
-    match entry {
-        Bson::Document(d) => d
-            .get("index")
-            .and_then(bson_as_i64)
-            .and_then(|i| usize::try_from(i).ok()),
-        _ => None,
-    }
-}
-
-fn bson_as_i64(value: &Bson) -> Option<i64> {
-    match value {
-        Bson::Int32(i) => Some(i64::from(*i)),
-        Bson::Int64(i) => Some(*i),
-        #[allow(clippy::cast_possible_truncation)] // counts are small integers
-        Bson::Double(f) => Some(*f as i64),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,63 +342,6 @@ mod tests {
         assert_eq!(insert.get_str("insert").unwrap(), "c");
         assert!(insert.get_array("documents").is_ok());
         assert!(!insert.contains_key("writeConcern"));
-    }
-
-    #[test]
-    fn duplicate_keys_are_told_apart_by_their_index() {
-        let on = |keys: Document| statement_said(11000, "dup", Some(&keys)).unwrap();
-        assert_eq!(on(bson::doc! { "id": 1 }), Said::Collided);
-        assert_eq!(
-            on(bson::doc! { "serial": 1 }),
-            Said::Duplicate {
-                index: "serial_1".to_owned(),
-                message: "dup".to_owned()
-            }
-        );
-        let said = |message: &str| statement_said(11000, message, None).unwrap();
-        let on_serial = "E11000 duplicate key error collection: db.c index: serial_1 dup key: \
-                         { serial: \"a\" }";
-        assert!(matches!(said(on_serial), Said::Duplicate { index, .. } if index == "serial_1"));
-        assert_eq!(
-            said("E11000 duplicate key error collection: db.c index: id_1 dup key: { id: 5 }"),
-            Said::Collided
-        );
-        assert_eq!(
-            said("E11000 duplicate key error collection: db.c index: by_id dup key: { id: 5 }"),
-            Said::Collided,
-            "a unique index on id under another name"
-        );
-        assert_eq!(
-            said("E11000 duplicate key error"),
-            Said::Collided,
-            "unattributed"
-        );
-    }
-
-    #[test]
-    fn transient_codes_fail_the_round_and_others_stay_with_their_statement() {
-        assert!(
-            statement_said(10107, "not primary", None)
-                .unwrap_err()
-                .is_retriable()
-        );
-        for code in [10334, 121, 2] {
-            assert!(matches!(
-                statement_said(code, "doc", None).unwrap(),
-                Said::Rejected { .. }
-            ));
-        }
-        // Not the document's fault as far as the code tells: unauthorized, out of disk,
-        // unknown. `apply` tells a lone bad statement from a refusing cluster.
-        for code in [13, 18, 14031, 0, 999_999] {
-            assert_eq!(
-                statement_said(code, "?", None).unwrap(),
-                Said::Failed {
-                    code,
-                    message: "?".to_owned()
-                }
-            );
-        }
     }
 
     #[test]
