@@ -170,7 +170,7 @@ async fn watch(images: i64) {
         .status();
     let status = child.wait().expect("wait");
     println!(
-        "reconcile --watch: one pass in {pass:.2} s ({:.2} x the bare walk's time), exit {status} on SIGTERM",
+        "reconcile --watch: one pass in {pass:.2} s ({:.2} x the bare walk's time), {status} on SIGTERM",
         pass / bare
     );
     println!(

@@ -222,3 +222,43 @@ async fn the_watch_binary_repairs_and_counts_serves_its_probes_and_exits_0_on_si
     let store = CheckpointStore::new(repo.database(), COLL);
     assert!(store.load().await.unwrap().is_some_and(|cp| cp.pass >= 2));
 }
+
+#[test]
+fn watch_conflicts_with_dry_run_and_delete_orphans_and_its_settings_need_it() {
+    // Bounded: a --watch that starts instead of refusing would run until stopped.
+    let run = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_reconcile"))
+            .args(["--producer-uri", "mongodb://127.0.0.1:1"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("reconcile runs");
+        let started = std::time::Instant::now();
+        let code = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status.code();
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            use std::io::Read;
+            let _ = err.read_to_string(&mut stderr);
+        }
+        (code, stderr)
+    };
+    for other in ["--dry-run", "--delete-orphans"] {
+        let (code, stderr) = run(&["--watch", other]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("cannot be used with"), "{stderr}");
+    }
+    let (code, stderr) = run(&["--repair"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--watch"), "{stderr}");
+}
