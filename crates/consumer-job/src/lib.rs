@@ -22,6 +22,7 @@ pub mod dlq;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod reconcile;
 pub mod replay;
 pub mod retry;

@@ -4,12 +4,7 @@
 //! status out; with `--watch`, [`consumer_job::verify`] verifies pass after pass until
 //! SIGTERM or ctrl-c, its findings as metrics.
 
-use std::{
-    io::{IsTerminal, Write as _},
-    net::SocketAddr,
-    process::ExitCode,
-    time::Duration,
-};
+use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
@@ -17,6 +12,7 @@ use consumer_job::{
     JobConfig,
     config::EnvConfig,
     config::Routes,
+    progress::Progress,
     reconcile::{Options, Summary, exit_code, reconcile},
     verify::{self, Plant, VerifyMetrics},
 };
@@ -90,42 +86,6 @@ struct WatchArgs {
     pass_pause_seconds: u64,
 }
 
-/// A bar on a terminal, else a plain line at most every 5 s.
-struct Progress {
-    tty: bool,
-    last: std::time::Instant,
-}
-
-impl Progress {
-    fn show(&mut self, plant: &str, done: u64, total: u64) {
-        let mut err = std::io::stderr();
-        if self.tty {
-            const WIDTH: usize = 30;
-            let share = (done.min(total) * 30).checked_div(total).unwrap_or(30);
-            let filled = usize::try_from(share).unwrap_or(WIDTH);
-            let bar = "#".repeat(filled) + &".".repeat(WIDTH - filled);
-            let _ = write!(err, "\r{plant:<8} [{bar}] {done}/{total} images");
-            let _ = err.flush();
-        } else if self.last.elapsed() >= std::time::Duration::from_secs(5) {
-            let _ = writeln!(err, "{plant}: {done}/{total} images checked");
-            self.last = std::time::Instant::now();
-        }
-    }
-
-    fn done(&mut self, plant: &str, done: u64) {
-        // On a terminal, over the bar (spaces wipe what is left of it).
-        let (start, wipe) = if self.tty {
-            ("\r", " ".repeat(20))
-        } else {
-            ("", String::new())
-        };
-        let _ = writeln!(
-            std::io::stderr(),
-            "{start}{plant}: {done} images checked{wipe}"
-        );
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -180,10 +140,6 @@ async fn run(cli: &Cli) -> anyhow::Result<u8> {
         delete_orphans: cli.delete_orphans,
         max_future_skew: settings.limits.max_future_skew,
     };
-    let mut progress = Progress {
-        tty: std::io::stderr().is_terminal(),
-        last: std::time::Instant::now(),
-    };
     let mut plants = Vec::new();
     for route in &routes {
         let total = producer
@@ -191,18 +147,17 @@ async fn run(cli: &Cli) -> anyhow::Result<u8> {
             .estimated_document_count()
             .await
             .with_context(|| format!("counting the producer's {}", route.collection))?;
+        let mut progress = Progress::new(&route.label, total);
         let tally = reconcile(
             &producer,
             &consumer,
             &route.collection,
             &options,
-            &mut |done| {
-                progress.show(&route.label, done, total);
-            },
+            &mut |done| progress.set(done),
         )
         .await
         .with_context(|| format!("reconciling {}", route.collection))?;
-        progress.done(&route.label, tally.checked);
+        progress.finish(tally.checked);
         plants.push((route.label.clone(), tally));
     }
     println!(
@@ -256,9 +211,51 @@ async fn watch(
         repair: cli.repair,
         max_future_skew,
     };
+    let shown = std::io::stderr().is_terminal().then(|| {
+        tokio::spawn(show_passes(
+            producer.clone(),
+            plants.clone(),
+            metrics.clone(),
+        ))
+    });
     verify::watch(producer, consumer, &plants, &options, &metrics, &cancel).await;
     cancel.cancel();
     signal.abort();
+    if let Some(shown) = shown {
+        shown.abort();
+    }
     server.await?.context("the metrics server")?;
     Ok(0)
+}
+
+/// On a terminal: a bar per plant for the pass in progress (images checked since the
+/// plant's last complete pass, against the producer's count).
+async fn show_passes(producer: Database, plants: Vec<Plant>, metrics: VerifyMetrics) {
+    let mut shown = Vec::new();
+    for plant in plants {
+        let total = producer
+            .collection::<Document>(plant.collection.as_str())
+            .estimated_document_count()
+            .await
+            .unwrap_or(0);
+        shown.push((plant.label, total, u64::MAX, 0_u64, None::<Progress>));
+    }
+    loop {
+        for (label, total, passes, start, progress) in &mut shown {
+            let checked = metrics.checked.with_label_values(&[label.as_str()]).get();
+            let now = metrics.completed_passes(label);
+            if now != *passes {
+                if let Some(done) = progress.take() {
+                    done.finish(checked - *start);
+                }
+                *passes = now;
+                *start = checked;
+                *progress = Some(Progress::new(&format!("{label} #{}", now + 1), *total));
+            }
+            if let Some(progress) = progress {
+                progress.set(checked - *start);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
