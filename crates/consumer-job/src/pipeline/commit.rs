@@ -114,7 +114,11 @@ impl Job {
         let spawned = std::thread::Builder::new()
             .name("leafsync-commit".to_owned())
             .spawn(move || {
-                let _ = done.send(consumer.commit_consumer_state(CommitMode::Sync));
+                let result = consumer.commit_consumer_state(CommitMode::Sync);
+                // Before answering: the job's own drop of the consumer at shutdown must be
+                // the last one, so the consumer closes (and leaves the group) there.
+                drop(consumer);
+                let _ = done.send(result);
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the commit thread");

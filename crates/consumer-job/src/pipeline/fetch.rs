@@ -83,7 +83,13 @@ impl Job {
                 () = tokio::time::sleep_until(pause_at), if full && !paused => {
                     self.set_paused(true);
                 }
-                _ = lag_tick.tick(), if paused => self.refresh_lag().await,
+                _ = lag_tick.tick(), if paused => {
+                    // Its broker reads are bounded, but not by shutdown: race them.
+                    tokio::select! {
+                        () = self.refresh_lag() => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
                 received = self.consumer.recv(), if !full || paused => {
                     self.take(&mut batch, received).await;
                 }

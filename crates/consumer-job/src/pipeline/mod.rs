@@ -280,11 +280,17 @@ impl Job {
             let records = batch.len();
             if let Some(open) = &mut tripped {
                 holding.enter("dead-letter-breaker", &open.reason);
-                let due = Duration::from_millis(open.due_in_ms());
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(due) => {}
+                // Until the next probe is due; the last probe's commit goes on meanwhile
+                // (else a restart within the interval would dead-letter it again).
+                let due = tokio::time::sleep(Duration::from_millis(open.due_in_ms()));
+                tokio::pin!(due);
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => return,
+                        () = &mut due => break,
+                        () = finish(committing), if committing.is_some() => {}
+                    }
                 }
                 let (probe, rest) = batch.split_first();
                 let Ok(Processed::Committed { dead }) =

@@ -3,8 +3,9 @@
 //! `verifier:<collection>`. Saved after every page, so a restarted verifier (a rollout, a
 //! crash, an eviction) resumes its pass after the last verified id instead of starting
 //! the collection again, with the drift found so far in that pass. The ids waiting for
-//! their end-of-pass re-check (in flight) are not kept: after a restart they are looked
-//! at again in the next pass.
+//! their end-of-pass re-check (in flight) are not kept: after a restart, or a pass that
+//! failed, they are looked at again in the next pass. A resumed pass's duration counts
+//! from its first start, downtime included.
 
 use leafsync_core::RepoError;
 use mongodb::{

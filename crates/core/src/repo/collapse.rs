@@ -23,13 +23,7 @@ use crate::{ImageId, event::Version};
 /// writes to apply (`true`), in the shape [`rounds`] takes.
 pub(super) fn uncovered(writes: &[&Write], outcomes: &mut [Option<WriteOutcome>]) -> Vec<bool> {
     let mut orphans = vec![false; writes.len()];
-    let mut by_image: HashMap<(&str, ImageId), Vec<usize>> = HashMap::new();
-    for (i, w) in writes.iter().enumerate() {
-        by_image
-            .entry((w.collection.as_str(), w.change.id))
-            .or_default()
-            .push(i);
-    }
+    let by_image = by_image(writes);
     for idxs in by_image.values() {
         if !idxs
             .iter()
@@ -84,13 +78,7 @@ pub(super) fn uncovered(writes: &[&Write], outcomes: &mut [Option<WriteOutcome>]
 /// between), and so is everything of an image with an unversioned or out-of-order write.
 pub fn collapse<W: Borrow<Write>>(writes: &[W]) -> Vec<bool> {
     let writes: Vec<&Write> = writes.iter().map(Borrow::borrow).collect();
-    let mut by_image: HashMap<(&str, ImageId), Vec<usize>> = HashMap::new();
-    for (i, w) in writes.iter().enumerate() {
-        by_image
-            .entry((w.collection.as_str(), w.change.id))
-            .or_default()
-            .push(i);
-    }
+    let by_image = by_image(&writes);
     let mut live = vec![true; writes.len()];
     for idxs in by_image.values().filter(|idxs| idxs.len() > 1) {
         let versions: Option<Vec<i64>> = idxs
@@ -115,6 +103,18 @@ pub fn collapse<W: Borrow<Write>>(writes: &[W]) -> Vec<bool> {
         }
     }
     live
+}
+
+/// The positions of each image's writes, `(collection, id)` → positions in batch order.
+fn by_image<'a>(writes: &[&'a Write]) -> HashMap<(&'a str, ImageId), Vec<usize>> {
+    let mut by_image: HashMap<(&str, ImageId), Vec<usize>> = HashMap::new();
+    for (i, w) in writes.iter().enumerate() {
+        by_image
+            .entry((w.collection.as_str(), w.change.id))
+            .or_default()
+            .push(i);
+    }
+    by_image
 }
 
 /// Splits the `live` writes of a batch into rounds in which each `(collection, id)` occurs

@@ -73,7 +73,7 @@ impl ImageRepository {
         }
     }
 
-    /// Sends each statement of the round by its [`Kind`], the kinds at once.
+    /// Sends each statement of the round by its [`Kind`]: the commands, then the `bulkWrite`.
     async fn execute_by_kind(
         &self,
         writes: &[&Write],
@@ -117,7 +117,7 @@ impl ImageRepository {
     }
 
     /// Per collection, an `insert` command for the first try of creates and an `update`
-    /// command for the rest, each cut at [`COMMAND_BYTES`], all sent at once. The `update`
+    /// command for the rest, each cut at [`COMMAND_BYTES`], sent one after another. The `update`
     /// reply counts modifications only in total, so the matched statements of a mixed
     /// command are all reported `Updated` (exact when all or none changed).
     async fn execute_commands(
