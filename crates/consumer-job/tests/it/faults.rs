@@ -157,12 +157,12 @@ async fn brokers_going_down_and_leaders_moving_lose_nothing() {
     job.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_coordinator_outage_loses_nothing() {
-    let cluster = MockCluster::new(3).expect("mock cluster");
-    let w = world(&cluster);
-    // Broker 3 is only the group coordinator: every partition leader lives elsewhere, so
-    // taking it down is a coordinator outage and nothing else.
+/// Makes broker 3 the group's coordinator and nothing else: every partition leader lives
+/// elsewhere, so what happens to broker 3 happens to the coordinator alone.
+fn coordinator_alone_on_broker_3(
+    cluster: &MockCluster<'static, DefaultProducerContext>,
+    w: &World,
+) {
     cluster
         .coordinator(MockCoordinator::Group(w.group.clone()), 3)
         .expect("pin the coordinator");
@@ -176,6 +176,13 @@ async fn a_group_coordinator_outage_loses_nothing() {
     cluster
         .partition_leader(&w.dlq, 0, Some(1))
         .expect("move leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_coordinator_outage_loses_nothing() {
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let w = world(&cluster);
+    coordinator_alone_on_broker_3(&cluster, &w);
     let job = w.start().await;
     let producer = w.producer();
 
@@ -198,19 +205,7 @@ async fn a_slow_group_coordinator_cannot_stretch_shutdown_past_its_bound() {
     use consumer_job::config::EnvConfig;
     let cluster = MockCluster::new(3).expect("mock cluster");
     let w = world(&cluster);
-    cluster
-        .coordinator(MockCoordinator::Group(w.group.clone()), 3)
-        .expect("pin the coordinator");
-    for topic in &w.plants {
-        for p in 0..PARTITIONS {
-            cluster
-                .partition_leader(topic, p, Some(1 + p % 2))
-                .expect("move leader");
-        }
-    }
-    cluster
-        .partition_leader(&w.dlq, 0, Some(1))
-        .expect("move leader");
+    coordinator_alone_on_broker_3(&cluster, &w);
     let config = w.config();
     // In process: no runtime to wait for at the end.
     let bound = config
